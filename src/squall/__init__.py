@@ -1,0 +1,45 @@
+"""squall: an asyncio-native async networking library, HTTP/1.1 server and web
+framework that speaks Tornado's public API.
+
+Replace ``tornado`` with ``squall`` in a Tornado application's imports and it runs;
+squall adds connection-pooled clients, thread-pooled WSGI, pub/sub fan-out and
+safe protocol limits on top.
+"""
+
+# ``version`` is a human-readable string; ``version_info`` a four-tuple that
+# compares as numbers (the last part is 0 for a final release), as in Tornado.
+version = "0.1.0"
+version_info = (0, 1, 0, 0)
+
+__all__ = [
+    "auth",
+    "autoreload",
+    "concurrent",
+    "curl_httpclient",
+    "escape",
+    "gen",
+    "http1connection",
+    "httpclient",
+    "httpserver",
+    "httputil",
+    "ioloop",
+    "iostream",
+    "locale",
+    "locks",
+    "log",
+    "netutil",
+    "options",
+    "platform",
+    "process",
+    "queues",
+    "routing",
+    "simple_httpclient",
+    "tcpclient",
+    "tcpserver",
+    "template",
+    "testing",
+    "util",
+    "web",
+    "websocket",
+    "wsgi",
+]
