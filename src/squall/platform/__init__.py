@@ -1,0 +1,2 @@
+"""Platform integration: squall's bridge to asyncio lives in
+`squall.platform.asyncio`."""
