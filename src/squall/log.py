@@ -69,7 +69,9 @@ def _stderr_supports_color() -> bool:
     try:
         if hasattr(sys.stderr, "isatty") and sys.stderr.isatty():
             if curses is not None:
-                curses.setupterm()
+                # Ask about the terminal we will write to (the default fd is
+                # stdout's, which may be redirected while stderr is not).
+                curses.setupterm(fd=sys.stderr.fileno())
                 if curses.tigetnum("colors") > 0:
                     return True
             elif colorama is not None:
