@@ -298,6 +298,15 @@ def test_include_and_extends_need_a_loader() -> None:
         Template("{% extends x.html %}")
 
 
+def test_including_an_extending_template_is_an_error() -> None:
+    loader = DictLoader(
+        {"base.html": "b", "child.html": "\n{% extends base.html %}", "page.html": "{% include child.html %}"}
+    )
+    with pytest.raises(ParseError) as info:
+        loader.load("page.html")
+    assert str(info.value) == "a template that uses {% extends %} cannot be included at child.html:2"
+
+
 def test_recursive_include_is_reported() -> None:
     loader = DictLoader({"a.html": "{% include b.html %}", "b.html": "{% include a.html %}"})
     with pytest.raises(ParseError, match="includes or extends itself"):

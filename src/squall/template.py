@@ -249,10 +249,9 @@ class _Extends:
 class _File:
     """The parse tree of one template: its top-level nodes."""
 
-    __slots__ = ("template", "body")
+    __slots__ = ("body",)
 
-    def __init__(self, template: Template, body: list[Any]) -> None:
-        self.template = template
+    def __init__(self, body: list[Any]) -> None:
         self.body = body
 
 
@@ -540,7 +539,13 @@ class _Writer:
                 self._pending.append(node.value)
                 continue
             if kind is _Extends:
-                continue
+                # Only the root of an inheritance chain is written, and it
+                # extends nothing: this template was reached by an include.
+                raise ParseError(
+                    "a template that uses {% extends %} cannot be included",
+                    self._template.name,
+                    node.line,
+                )
             self.flush_text()
             if kind is _Expression:
                 self._expression(node)
@@ -690,7 +695,7 @@ class Template:
         self.namespace: dict[str, Any] = loader.namespace if loader is not None else {}
         self.loader = loader
         text = escape.native_str(template_string)
-        self.file = _File(self, _Parser(self, text, whitespace).parse())
+        self.file = _File(_Parser(self, text, whitespace).parse())
         self._filename = self.name.replace(".", "_") + ".generated.py"
         self.code, self._origins = self._generate_python(loader, fast_escape=True)
         compiled = self._compile()
