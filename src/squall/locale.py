@@ -71,12 +71,14 @@ _MONTHS = (
 )  # fmt: skip
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
-# Relative dates: below these ages "N seconds ago" turns to minutes, and
-# minutes to hours; from this many days on, a date shows its year.
+# Relative dates, at Tornado's thresholds: from these ages on "N seconds ago"
+# turns to minutes and minutes to hours; a date under 5 days old shows its
+# weekday, an older one its month and day, and from 334 days (11 months, so
+# that "April 28" cannot mean last year's) its year too.
 _SECONDS_UNTIL_MINUTES = 50
 _SECONDS_UNTIL_HOURS = 50 * 60
-_DAYS_UNTIL_YEAR = 334
 _DAYS_UNTIL_DATE = 5
+_DAYS_UNTIL_YEAR = 334
 # A date this close in the future is taken as "now" (clock skew between
 # the machine that stored it and this one).
 _FUTURE_SKEW = datetime.timedelta(seconds=60)
