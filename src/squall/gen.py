@@ -206,13 +206,20 @@ def coroutine(func: Callable[..., Any]) -> Callable[..., Future[Any]]:
         # Run the whole coroutine in a copy of the caller's context, so that
         # variables it sets persist across its yields but do not leak out.
         ctx_run = contextvars.copy_context().run
+        # A traceback stored in ``future`` keeps this frame alive; the
+        # ``finally: future = result = None`` blocks below drop the frame's
+        # references so that no reference cycle (future -> exception ->
+        # traceback -> this frame -> future) outlives the call.
         try:
             result = ctx_run(func, *args, **kwargs)
         except (Return, StopIteration) as e:
             result = _value_from_stop(e)
         except (Exception, asyncio.CancelledError):
             _settle_failure(future, sys.exc_info())
-            return future
+            try:
+                return future
+            finally:
+                future = None  # type: ignore[assignment]
         if isinstance(result, types.GeneratorType):
             try:
                 yielded = ctx_run(next, result)
@@ -221,9 +228,14 @@ def coroutine(func: Callable[..., Any]) -> Callable[..., Future[Any]]:
             except (Exception, asyncio.CancelledError):
                 _settle_failure(future, sys.exc_info())
             else:
-                runner = Runner(ctx_run, result, future, yielded)
-                future.add_done_callback(_keep_runner_alive(runner))
-            return future
+                future.add_done_callback(
+                    _keep_runner_alive(Runner(ctx_run, result, future, yielded))
+                )
+                yielded = None
+            try:
+                return future
+            finally:
+                future = result = None  # type: ignore[assignment]
         future_set_result_unless_cancelled(future, result)
         return future
 
@@ -264,6 +276,9 @@ class Runner:
         self.finished = False
         self.io_loop = IOLoop.current()
         if self.ctx_run(self.handle_yield, first_yielded):
+            # Drop this frame's references before running: an exception
+            # raised by the generator keeps this frame in its traceback.
+            gen = result_future = first_yielded = None  # type: ignore[assignment]
             self.ctx_run(self.run)
 
     def run(self) -> None:
