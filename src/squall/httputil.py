@@ -40,6 +40,7 @@ from typing import (
 )
 
 from squall import _abnf
+from squall.util import ObjectDict
 
 if TYPE_CHECKING:
     from asyncio import Future
@@ -596,20 +597,7 @@ class HTTPConnection:
 # --- The server's request object -------------------------------------------------
 
 
-class _ObjectDict(Dict[str, Any]):
-    """A dict whose keys can also be read and set as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-
-class HTTPFile(_ObjectDict):
+class HTTPFile(ObjectDict):
     """A file uploaded in a ``multipart/form-data`` body.
 
     Read its fields as keys or attributes: ``filename`` (as sent by the
