@@ -230,3 +230,30 @@ def test_https_test_certificate_ships():
     options = AsyncHTTPSTestCase.default_ssl_options()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(options["certfile"], options["keyfile"])
+
+
+def test_callback_exceptions_fail_the_test_unless_expected():
+    class Case(AsyncTestCase):
+        def test_unexpected(self):
+            self.io_loop.add_callback(lambda: 1 / 0)
+            self.io_loop.call_later(0.05, self.stop)
+            self.wait()
+
+        def test_expected(self):
+            self.io_loop.add_callback(lambda: 1 / 0)
+            self.io_loop.add_callback(self.stop)
+            with ExpectLog("squall.application", "Exception in callback"):
+                self.wait()
+
+        @gen_test
+        async def test_unexpected_raw_asyncio_callback(self):
+            asyncio.get_running_loop().call_soon(lambda: {}["missing"])
+            await asyncio.sleep(0.01)
+
+    # No ExpectLog around these runs: it would hide the records from the
+    # recorder under test (pytest captures the log output instead).
+    result = run_case(Case, "test_unexpected")
+    assert len(result.errors) == 1 and "ZeroDivisionError" in result.errors[0][1]
+    assert run_case(Case, "test_expected").wasSuccessful()
+    result = run_case(Case, "test_unexpected_raw_asyncio_callback")
+    assert len(result.errors) == 1 and "KeyError" in result.errors[0][1]

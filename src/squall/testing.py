@@ -110,6 +110,30 @@ def setup_with_context_manager(testcase: unittest.TestCase, cm: AbstractContextM
     return value
 
 
+# Loggers whose "Exception in callback" records mean a callback raised: the
+# IOLoop's (squall.application) and asyncio's own, for raw loop callbacks.
+_CALLBACK_ERROR_LOGGERS = ("squall.application", "asyncio")
+
+
+class _CallbackErrorRecorder(logging.Handler):
+    """Fails the running test when a callback's exception is logged.
+
+    It is a handler, not a filter, so a message that an `ExpectLog` block
+    expects (and filters out) never reaches it.
+    """
+
+    def __init__(self, test: AsyncTestCase) -> None:
+        super().__init__(logging.ERROR)
+        self._test = test
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc_info = record.exc_info
+        if exc_info and exc_info[1] is not None and record.getMessage().startswith(
+            "Exception in callback"
+        ):
+            self._test._handle_exception(*exc_info)  # type: ignore[arg-type]
+
+
 class AsyncTestCase(unittest.TestCase):
     """A `unittest.TestCase` with a fresh `.IOLoop` for each test.
 
@@ -123,7 +147,10 @@ class AsyncTestCase(unittest.TestCase):
             self.io_loop.call_later(0.01, self.stop, "done")
             self.assertEqual(self.wait(), "done")
 
-    Subclasses overriding `setUp` or `tearDown` must call ``super()``.
+    A callback that raises (its exception logged as "Exception in
+    callback" by the IOLoop or by asyncio) fails the test, unless an
+    `ExpectLog` block expects the message. Subclasses overriding `setUp` or
+    `tearDown` must call ``super()``.
     """
 
     def __init__(self, methodName: str = "runTest") -> None:
@@ -141,6 +168,9 @@ class AsyncTestCase(unittest.TestCase):
         super().setUp()
         self.io_loop = self.get_new_ioloop()
         asyncio.set_event_loop(self.io_loop.asyncio_loop)
+        self.__recorder = _CallbackErrorRecorder(self)
+        for name in _CALLBACK_ERROR_LOGGERS:
+            logging.getLogger(name).addHandler(self.__recorder)
 
     def tearDown(self) -> None:
         # Cancel what the test left running, and let the cancellations run,
@@ -161,6 +191,8 @@ class AsyncTestCase(unittest.TestCase):
         asyncio.set_event_loop(None)
         if not asyncio_loop.is_closed():
             self.io_loop.close(all_fds=True)
+        for name in _CALLBACK_ERROR_LOGGERS:
+            logging.getLogger(name).removeHandler(self.__recorder)
         super().tearDown()
         # Surface a failure recorded after the test method returned.
         self.__rethrow()
