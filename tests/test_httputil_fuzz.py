@@ -5,7 +5,6 @@ error (`HTTPInputError`, or `ValueError` for the framing helpers), never any
 other exception. Examples are bounded so the file runs in a few seconds.
 """
 
-import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from squall import _abnf

@@ -235,6 +235,13 @@ def parse_chunk_size(line: _Text) -> int:
     return int(digits, 16)
 
 
+# The parameters of a transfer-coding: *( OWS ";" OWS token BWS "=" BWS
+# ( token / quoted-string ) ) (RFC 9110 10.1.4).
+_TRANSFER_PARAMS_RE = re.compile(
+    r"(?:[ \t]*;[ \t]*{0}[ \t]*=[ \t]*(?:{0}|{1}))*[ \t]*".format(token, quoted_string)
+)
+
+
 def parse_transfer_encoding(value: _Text) -> list[str]:
     """Split a ``Transfer-Encoding`` value into lower-cased coding names.
 
@@ -256,11 +263,6 @@ def parse_transfer_encoding(value: _Text) -> list[str]:
             raise ValueError(f"invalid Transfer-Encoding: {text!r}")
         codings.append(name.lower())
     return codings
-
-
-_TRANSFER_PARAMS_RE = re.compile(
-    r"(?:[ \t]*;[ \t]*{0}[ \t]*=[ \t]*(?:{0}|{1}))*[ \t]*".format(token, quoted_string)
-)
 
 
 def is_transfer_encoding_chunked(value: _Text) -> bool:

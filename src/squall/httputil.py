@@ -45,8 +45,6 @@ from squall.util import ObjectDict
 if TYPE_CHECKING:
     from asyncio import Future
 
-    from squall.iostream import IOStream
-
 __all__ = [
     "HTTPHeaders",
     "HTTPServerRequest",
