@@ -372,3 +372,12 @@ def test_global_parse_config_file(tmp_path: Path) -> None:
     with mock.patch.object(squall.options.options.mockable(), "logging", "info"):
         squall.options.parse_config_file(str(cfg), final=False)
         assert squall.options.options.logging == "warning"
+
+
+def test_parser_survives_copy() -> None:
+    import copy
+
+    options = OptionParser()
+    options.define("port", default=1)
+    clone = copy.copy(options)
+    assert clone.port == 1

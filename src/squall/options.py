@@ -19,9 +19,13 @@ Python (``port = 80``). Names are case-sensitive and ``-`` and ``_`` are
 interchangeable: ``--log-file-prefix`` and ``options.log_file_prefix`` name
 the same option.
 
-Supported types: ``str``, ``int``, ``float``, ``bool``,
-`datetime.datetime`, `datetime.timedelta` (``"45s"``, ``"1h 30m"``) and any
-callable that builds a value from a string (e.g. a class). With
+Supported types: ``str``, ``int``, ``float``, ``bool`` (``true``/``false``,
+``yes``/``no``, ``on``/``off``, ``1``/``0``, ``t``/``f``, ``y``/``n``; any
+other word is an error rather than silently true), `datetime.datetime`,
+`datetime.timedelta` (``"45s"``, ``"1h 30m"``, ``"250ms"``) and any callable
+that builds a value from a string (e.g. a class). A value that cannot be
+parsed raises `Error` (also a ``ValueError``) naming the option and the
+value. With
 ``multiple=True`` the value is a list read from a comma-separated string;
 integer lists also accept inclusive ranges (``1,3,5:7``).
 
@@ -284,7 +288,9 @@ class OptionParser:
         )
 
     def __getattr__(self, name: str) -> Any:
-        option = self._options.get(_normalize_name(name))
+        # Read through __dict__: during copy or unpickling _options may not
+        # exist yet, and self._options would recurse into __getattr__.
+        option = self.__dict__.get("_options", {}).get(_normalize_name(name))
         if isinstance(option, _Option):
             return option.value()
         raise AttributeError(f"Unrecognized option {name!r}")
