@@ -169,11 +169,11 @@ def test_with_timeout(io_loop, caplog):
     async def main():
         with pytest.raises(gen.TimeoutError, match="^Timeout$"):
             await gen.with_timeout(datetime.timedelta(seconds=0.01), Future())
-        with pytest.raises(TimeoutError, match="lazy"):
+        with pytest.raises(gen.TimeoutError, match="lazy"):
             await gen.with_timeout(IOLoop.current().time() + 0.01, Future(), message=lambda: "lazy")
         assert await gen.with_timeout(datetime.timedelta(hours=1), gen.sleep(0.01)) is None
         late = Future()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(gen.TimeoutError):
             await gen.with_timeout(datetime.timedelta(seconds=0.01), late)
         late.set_exception(KeyError("late failure"))
         await asyncio.sleep(0)

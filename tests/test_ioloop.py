@@ -78,7 +78,7 @@ def test_run_sync_results_errors_and_timeout(io_loop):
             raise
 
     started = time.monotonic()
-    with pytest.raises(TimeoutError, match="0.05"):
+    with pytest.raises(gen.TimeoutError, match="0.05"):
         io_loop.run_sync(slow, timeout=0.05)
     assert time.monotonic() - started < 5
     assert cancelled == [True]
@@ -294,7 +294,8 @@ def test_configure_only_accepts_asyncio_loops():
 
 
 def _python(code, **env):
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), **env)
+    full_env = {k: v for k, v in os.environ.items() if k != "SQUALL_LOOP"}
+    full_env.update(PYTHONPATH=os.pathsep.join(sys.path), **env)
     return subprocess.run(
         [sys.executable, "-W", "error", "-c", code],
         capture_output=True, text=True, env=full_env, timeout=60,

@@ -87,13 +87,13 @@ def test_leftover_tasks_are_cancelled_quietly():
         def test_leak(self):
             async def forever():
                 try:
+                    self.stop()
                     await asyncio.Event().wait()
                 except asyncio.CancelledError:
                     finished.append(True)
                     raise
 
             self.io_loop.add_callback(forever)
-            self.io_loop.add_callback(self.stop)
             self.wait()
 
     assert run_case(Case, "test_leak").wasSuccessful()
@@ -116,10 +116,10 @@ class GenTestCase(AsyncTestCase):
         def stuck(self):
             yield gen.sleep(10)
 
-        with pytest.raises(TimeoutError):
+        with pytest.raises(gen.TimeoutError):
             try:
                 stuck(self)
-            except TimeoutError:
+            except gen.TimeoutError:
                 assert "gen.sleep(10)" in traceback.format_exc()
                 raise
 
@@ -130,7 +130,7 @@ class GenTestCase(AsyncTestCase):
 
         with setup_env("ASYNC_TEST_TIMEOUT", "0.05"):
             assert get_async_test_timeout() == 0.05
-            with pytest.raises(TimeoutError):
+            with pytest.raises(gen.TimeoutError):
                 slow(self)
 
 

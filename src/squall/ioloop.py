@@ -93,6 +93,13 @@ def _current_asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
     loop = asyncio._get_running_loop()
     if loop is not None:
         return loop
+    if sys.version_info >= (3, 14):
+        # Event loop policies are deprecated; get_event_loop() no longer
+        # creates a loop implicitly, it raises when none is set.
+        try:
+            return asyncio.get_event_loop()
+        except RuntimeError:
+            return None
     policy = asyncio.get_event_loop_policy()
     # The stdlib and uvloop policies keep the thread's loop here. Reading it
     # avoids get_event_loop(), which would create a stdlib loop implicitly

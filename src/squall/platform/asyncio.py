@@ -65,8 +65,10 @@ class BaseAsyncIOLoop(IOLoop):
         registry = IOLoop._ioloop_for_asyncio
         # Forget wrappers of loops closed through asyncio rather than through
         # IOLoop.close, so the registry cannot grow without bound.
-        for stale in [loop for loop in registry if loop.is_closed()]:
-            del registry[stale]
+        # (list() copies the keys atomically; other threads may be
+        # registering their own loops at the same time.)
+        for stale in [loop for loop in list(registry) if loop.is_closed()]:
+            registry.pop(stale, None)
         existing = registry.setdefault(asyncio_loop, self)
         if existing is not self:
             raise RuntimeError(
@@ -84,7 +86,7 @@ class BaseAsyncIOLoop(IOLoop):
             if all_fds:
                 self.close_fd(fileobj)
         if IOLoop._ioloop_for_asyncio.get(self.asyncio_loop) is self:
-            del IOLoop._ioloop_for_asyncio[self.asyncio_loop]
+            IOLoop._ioloop_for_asyncio.pop(self.asyncio_loop, None)
         self.asyncio_loop.close()
 
     def add_handler(
@@ -169,7 +171,7 @@ class BaseAsyncIOLoop(IOLoop):
         timeout.cancel()  # type: ignore[attr-defined]
 
     def add_callback(self, callback: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        call = functools.partial(callback, *args, **kwargs)
+        call = functools.partial(callback, *args, **kwargs) if args or kwargs else callback
         loop = self.asyncio_loop
         try:
             if asyncio._get_running_loop() is loop:
