@@ -287,6 +287,9 @@ _LINK_TRAILING = frozenset("!\"#$%&'()*+,.:;<=>?@[]^`{|}~")
 _LINK_DISPLAY_MAX = 30
 # How many characters of the first path segment a shortened link keeps.
 _LINK_PATH_KEEP = 8
+# A cut display text ending in an "&" this close to the limit may have split
+# an entity ("&quot;" is six characters), so the text is cut before the "&".
+_LINK_ENTITY_SLACK = 5
 
 _DEFAULT_PROTOCOLS = ("http", "https")
 
@@ -357,7 +360,7 @@ def _shorten_link(url: str, scheme_len: int) -> str | None:
         return None
     # Do not leave half an entity ("&am") dangling at the cut.
     amp = short.rfind("&")
-    if amp > _LINK_DISPLAY_MAX - 5:
+    if amp > _LINK_DISPLAY_MAX - _LINK_ENTITY_SLACK:
         short = short[:amp]
     short += "..."
     if len(short) >= len(url):
