@@ -24,7 +24,6 @@ it starts inherit them, as with native coroutines.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import collections
 import contextvars
 import datetime
@@ -33,7 +32,7 @@ import sys
 import types
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from inspect import isawaitable
-from typing import Any, Optional, TypeVar, Union, overload
+from typing import Any, Optional, Union
 
 from squall.concurrent import (
     Future,
@@ -69,7 +68,6 @@ __all__ = [
     "with_timeout",
 ]
 
-_T = TypeVar("_T")
 
 _Yieldable = Union[None, Awaitable[Any], list[Awaitable[Any]], dict[Any, Awaitable[Any]]]
 

@@ -18,7 +18,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any, NoReturn, Optional, TypeVar, Union
+from typing import Any, NoReturn, Optional, Union
 
 __all__ = [
     "ArgReplacer",
@@ -49,7 +49,6 @@ basestring_type = str
 #: TimeoutError`` catches squall's timeouts and asyncio's alike.
 TimeoutError = asyncio.TimeoutError
 
-_T = TypeVar("_T")
 
 
 class ObjectDict(dict[str, Any]):

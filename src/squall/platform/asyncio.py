@@ -23,7 +23,6 @@ import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional, TypeVar, Union
 
-from squall.concurrent import Future
 from squall.ioloop import IOLoop, _current_asyncio_loop, _Selectable, new_asyncio_loop
 from squall.log import app_log
 
