@@ -177,7 +177,7 @@ def _settle_failure(future: Future[Any], exc_info: Any) -> None:
         future_set_exc_info(future, exc_info)
 
 
-def _keep_runner_alive(runner: Runner) -> Callable[[Any], None]:
+def _keep_runner_alive(runner: Runner) -> Callable[[Any], object]:
     # The result future holds this callback (and so the runner, and so the
     # generator) until it is done; otherwise a runner waiting on a future
     # that only it references could be garbage collected mid-flight.
@@ -237,7 +237,7 @@ def coroutine(func: Callable[..., Any]) -> Callable[..., Future[Any]]:
         future_set_result_unless_cancelled(future, result)
         return future
 
-    wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+    wrapper.__wrapped__ = func
     wrapper.__squall_coroutine__ = True  # type: ignore[attr-defined]
     # The marker Tornado-aware code (and tornado's own is_coroutine_function)
     # looks for.
@@ -458,7 +458,8 @@ def maybe_future(x: Any) -> Future[Any]:
     """Return ``x`` if it is a future, else a future already resolved to
     ``x``. (Prefer `convert_yielded`, which also accepts coroutines.)"""
     if is_future(x):
-        return x
+        existing: Future[Any] = x
+        return existing
     future = _create_future()
     future.set_result(x)
     return future
@@ -581,7 +582,7 @@ class WaitIterator:
 def _wrap_awaitable(awaitable: Awaitable[Any]) -> Future[Any]:
     loop = asyncio._get_running_loop()
     if loop is None:
-        loop = IOLoop.current().asyncio_loop  # type: ignore[union-attr]
+        loop = IOLoop.current().asyncio_loop
     return asyncio.ensure_future(awaitable, loop=loop)
 
 

@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from inspect import isawaitable
-from typing import Any, Optional, Protocol, TypeVar, Union
+from typing import Any, Literal, Optional, Protocol, TypeVar, Union, overload
 
 from squall.concurrent import (
     Future,
@@ -83,7 +83,8 @@ def new_asyncio_loop() -> asyncio.AbstractEventLoop:
                     "(pip install uvloop, or set SQUALL_LOOP=asyncio)"
                 ) from None
         else:
-            return uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
     return asyncio.new_event_loop()
 
 
@@ -106,8 +107,8 @@ def _current_asyncio_loop() -> Optional[asyncio.AbstractEventLoop]:
     # (and warn about it on Python 3.12+) when none is set.
     local = getattr(policy, "_local", None)
     if local is not None and hasattr(local, "_loop"):
-        loop = local._loop
-        return loop
+        current: Optional[asyncio.AbstractEventLoop] = local._loop
+        return current
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -168,8 +169,20 @@ class IOLoop(Configurable):
         """Deprecated alias for `clear_current()`."""
         IOLoop.clear_current()
 
+    @overload
     @staticmethod
-    def current(instance: bool = True) -> Optional[IOLoop]:  # type: ignore[return]
+    def current() -> IOLoop: ...
+
+    @overload
+    @staticmethod
+    def current(instance: Literal[True] = True) -> IOLoop: ...
+
+    @overload
+    @staticmethod
+    def current(instance: bool = True) -> Optional[IOLoop]: ...
+
+    @staticmethod
+    def current(instance: bool = True) -> Optional[IOLoop]:
         """Return the IOLoop of the running asyncio loop, or else of the
         thread's current one.
 
@@ -185,14 +198,13 @@ class IOLoop(Configurable):
                 return None
             loop = new_asyncio_loop()
             asyncio.set_event_loop(loop)
-        try:
-            return IOLoop._ioloop_for_asyncio[loop]
-        except KeyError:
-            if not instance:
-                return None
+        existing = IOLoop._ioloop_for_asyncio.get(loop)
+        if existing is not None or not instance:
+            return existing
         from squall.platform.asyncio import AsyncIOMainLoop
 
-        return AsyncIOMainLoop(asyncio_loop=loop, make_current=False)
+        wrapper: IOLoop = AsyncIOMainLoop(asyncio_loop=loop, make_current=False)
+        return wrapper
 
     def make_current(self) -> None:
         """Deprecated: make this IOLoop's asyncio loop the thread's current
@@ -232,7 +244,7 @@ class IOLoop(Configurable):
 
         return AsyncIOLoop
 
-    def initialize(self, make_current: bool = True) -> None:  # type: ignore[override]
+    def initialize(self, make_current: bool = True) -> None:
         """Finish construction; ``make_current`` makes the loop the thread's
         current asyncio loop."""
         if make_current:
@@ -523,10 +535,11 @@ class PeriodicCallback:
         self.callback_time: float = callback_time
         if jitter < 0:
             raise ValueError(f"PeriodicCallback jitter must not be negative, got {jitter!r}")
-        self.jitter = jitter
-        self._running = False
+        self.jitter: float = jitter
+        self._running: bool = False
         self._timeout: Optional[object] = None
-        self._next_timeout = 0.0
+        self._next_timeout: float = 0.0
+        self.io_loop: IOLoop
 
     def start(self) -> None:
         """Start calling the callback (first call one period from now)."""

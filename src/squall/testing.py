@@ -131,7 +131,7 @@ class _CallbackErrorRecorder(logging.Handler):
         if exc_info and exc_info[1] is not None and record.getMessage().startswith(
             "Exception in callback"
         ):
-            self._test._handle_exception(*exc_info)  # type: ignore[arg-type]
+            self._test._handle_exception(*exc_info)
 
 
 class AsyncTestCase(unittest.TestCase):
@@ -202,7 +202,8 @@ class AsyncTestCase(unittest.TestCase):
 
         Override to return, for example, a loop configured differently.
         """
-        return IOLoop(make_current=False)
+        loop: IOLoop = IOLoop(make_current=False)
+        return loop
 
     def _handle_exception(self, typ: type[BaseException], value: BaseException,
                           tb: Optional[types.TracebackType]) -> bool:
@@ -328,7 +329,7 @@ def gen_test(func: Optional[_TestMethod] = None, timeout: Optional[float] = None
             body = gen.coroutine(remember_generator)
 
         @functools.wraps(f)
-        def run_test(self: AsyncTestCase, *args: Any, **kwargs: Any) -> None:
+        def run_test(self: AsyncTestCase, *args: Any, **kwargs: Any) -> Any:
             limit = timeout if timeout is not None else get_async_test_timeout()
             try:
                 return self.io_loop.run_sync(

@@ -214,11 +214,12 @@ def errno_from_exception(e: BaseException) -> Optional[int]:
     Uses the ``errno`` attribute when set, else the first constructor
     argument (as some socket and SSL errors carry it), else None.
     """
-    errno = getattr(e, "errno", None)
+    errno: Optional[int] = getattr(e, "errno", None)
     if errno is not None:
         return errno
     if e.args:
-        return e.args[0]
+        first: Optional[int] = e.args[0]
+        return first
     return None
 
 

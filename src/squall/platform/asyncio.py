@@ -278,7 +278,8 @@ def to_asyncio_future(tornado_future: Any) -> asyncio.Future[Any]:
     asyncio future, as `squall.gen.convert_yielded` does."""
     from squall.gen import convert_yielded
 
-    return convert_yielded(tornado_future)
+    future: asyncio.Future[Any] = convert_yielded(tornado_future)
+    return future
 
 
 class AddThreadSelectorEventLoop(asyncio.AbstractEventLoop):
@@ -315,11 +316,15 @@ class AddThreadSelectorEventLoop(asyncio.AbstractEventLoop):
         self._closed = True
         self._real_loop.close()
 
-    def add_reader(self, fd: Any, callback: Callable[..., None], *args: Any) -> None:
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., Any], *args: Any
+    ) -> None:
         """Watch ``fd`` for reading."""
         self._real_loop.add_reader(fd, callback, *args)
 
-    def add_writer(self, fd: Any, callback: Callable[..., None], *args: Any) -> None:
+    def add_writer(  # type: ignore[override]
+        self, fd: Any, callback: Callable[..., Any], *args: Any
+    ) -> None:
         """Watch ``fd`` for writing."""
         self._real_loop.add_writer(fd, callback, *args)
 
@@ -541,12 +546,13 @@ def _any_thread_policy_class() -> type:
             super().__init__()
 
         def get_event_loop(self) -> asyncio.AbstractEventLoop:
+            loop: asyncio.AbstractEventLoop
             try:
-                return super().get_event_loop()
+                loop = super().get_event_loop()
             except RuntimeError:
                 loop = self.new_event_loop()
                 self.set_event_loop(loop)
-                return loop
+            return loop
 
     AnyThreadEventLoopPolicy.__module__ = __name__
     return AnyThreadEventLoopPolicy
