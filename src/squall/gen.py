@@ -149,6 +149,11 @@ _null_future: Any = _NullFuture()
 
 _THIS_FILE = __file__
 
+# Runners resume in their coroutine's own context (through ``ctx_run``), so
+# the context asyncio runs their wake-up callback in does not matter; one
+# shared empty context spares asyncio a context copy per yield.
+_CALLBACK_CONTEXT = contextvars.Context()
+
 
 def _create_future() -> Future[Any]:
     loop = asyncio._get_running_loop() or _current_asyncio_loop()
@@ -345,13 +350,17 @@ class Runner:
             self.io_loop.add_callback(self.ctx_run, self.run)
             return False
         if not self.future.done():
-
-            def resume(future: Any) -> None:
-                self.ctx_run(self.run)
-
-            self.io_loop.add_future(self.future, resume)
+            if isinstance(self.future, asyncio.Future):
+                # Straight to asyncio: run() handles every exception of the
+                # generator itself, so IOLoop's logging wrapper is not needed.
+                self.future.add_done_callback(self._resume, context=_CALLBACK_CONTEXT)
+            else:
+                self.io_loop.add_future(self.future, self._resume)
             return False
         return True
+
+    def _resume(self, future: Any) -> None:
+        self.ctx_run(self.run)
 
     def handle_exception(
         self, typ: type[BaseException], value: BaseException, tb: Optional[types.TracebackType]
