@@ -194,6 +194,15 @@ def test_handlers_on_fd_and_file_object(io_loop):
         b.close()
 
 
+def test_close_while_running_is_refused(io_loop):
+    def close_now():
+        with pytest.raises(RuntimeError, match="while it is running"):
+            io_loop.close()
+
+    io_loop.run_sync(close_now)
+    assert not io_loop.asyncio_loop.is_closed()
+
+
 def test_close_all_fds_closes_file_objects():
     loop = IOLoop(make_current=False)
     a, b = socket.socketpair()

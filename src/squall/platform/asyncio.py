@@ -78,6 +78,9 @@ class BaseAsyncIOLoop(IOLoop):
     def close(self, all_fds: bool = False) -> None:
         if self.closing:
             return
+        if self.asyncio_loop.is_running():
+            # Checked before any state changes, so the loop stays usable.
+            raise RuntimeError(f"Cannot close {self!r} while it is running; stop it first")
         self.closing = True
         for fd in list(self.handlers):
             fileobj = self.handlers[fd][0]
