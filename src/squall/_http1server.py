@@ -1,0 +1,1444 @@
+"""The HTTP/1.1 server connection: an `asyncio.Protocol` that parses requests
+with httptools (llhttp, in C) and hands them to an
+`~squall.httputil.HTTPServerConnectionDelegate`.
+
+This is the hot path of every squall server, so it is written for few Python
+calls per request: the parser calls back straight into this protocol, the
+request head is turned into one `~squall.httputil.HTTPHeaders` in one loop,
+and the status line, headers and body of a response produced while a read is
+being handled go out in a single ``transport.write()``.
+
+One `_ServerProtocol` serves one TCP (or TLS, or Unix) connection. Each
+request on it gets a `_RequestConnection`, the
+`~squall.httputil.HTTPConnection` the application writes its response to.
+Requests are answered in order: while a response is in progress, requests
+that were pipelined behind it wait in a bounded backlog (reading stops when
+it fills), and so do body chunks while the application is still digesting
+an earlier one (``data_received`` returned an awaitable).
+
+A peer's violation of the protocol is answered with a status code (400, 408,
+413, 414, 431, 501, 505), logged once on ``squall.general`` without a
+traceback, and the connection is closed; the server keeps serving others.
+A mistake by the application (writing more than its ``Content-Length``, a
+CR or LF in a header) raises at once with a message naming the bad value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+import zlib
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
+
+import httptools
+
+from squall import _abnf
+from squall.httputil import (
+    HTTPConnection,
+    HTTPHeaders,
+    HTTPInputError,
+    HTTPMessageDelegate,
+    HTTPOutputError,
+    RequestStartLine,
+    ResponseStartLine,
+)
+from squall import httputil
+from squall.log import app_log, gen_log
+from squall.netutil import is_valid_ip
+from squall.util import GzipDecompressor
+
+if TYPE_CHECKING:
+    from squall.http1connection import HTTP1ConnectionParameters
+    from squall.iostream import IOStream
+
+# --- Limits ---------------------------------------------------------------
+
+# A request head (request line and header fields) must arrive within this
+# many seconds of its first byte, and a new connection must send its first
+# head within it too: a client that trickles bytes (slowloris) is answered
+# 408 and dropped. nginx's client_header_timeout (60 s) and Node's
+# server.headersTimeout (60 s) do the same; 10 s is ample on any real link.
+HEADER_TIMEOUT = 10.0
+# An idle keep-alive connection is closed after this many seconds: nginx's
+# keepalive_timeout default.
+IDLE_TIMEOUT = 75.0
+# Largest request head, in bytes (Tornado's max_header_size default: 64 KiB).
+# Beyond it the request is answered 431 (RFC 6585).
+MAX_HEADER_SIZE = 65536
+# Largest request body, in bytes (Tornado's max_body_size default: 100 MB).
+# Beyond it the request is answered 413 (RFC 9110 15.5.14).
+MAX_BODY_SIZE = 100 * 1024 * 1024
+# Longest request-target, in bytes: the request-line limit of nginx
+# (large_client_header_buffers, 8k) and Apache (LimitRequestLine, 8190).
+# Beyond it the request is answered 414 (RFC 9110 15.5.15).
+MAX_URL_SIZE = 8190
+# Largest piece of a request body handed to ``data_received`` at a time
+# (Tornado's chunk_size default).
+CHUNK_SIZE = 65536
+# Bytes of pipelined input held while an earlier request is being answered
+# before reading from the socket pauses: one socket read's worth, as uvicorn
+# and Node bound their pipelining buffers.
+MAX_BACKLOG = 65536
+# After an error response the connection keeps reading (and discarding) what
+# the client is still sending for up to this many seconds before it closes,
+# so that closing with unread data does not reset the connection and destroy
+# the response before the client reads it: nginx's lingering_timeout.
+LINGER_TIMEOUT = 5.0
+
+# Peer errors are logged at INFO on squall.general, as Tornado logs them: a
+# bad client is routine for a public server, not a fault of this one.
+_PEER_ERROR_LEVEL = logging.INFO
+
+# --- Responses written by the connection itself ---------------------------
+
+_REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CHUNKED_END = b"0\r\n\r\n"
+
+# --- Date header, formatted once per second -------------------------------
+
+_date_second = 0
+_date_line = ""
+
+
+def _date_header_line() -> str:
+    """Return ``"Date: <IMF-fixdate>\\r\\n"`` for the current second."""
+    global _date_second, _date_line
+    now = time.time()
+    second = int(now)
+    if second != _date_second:
+        _date_second = second
+        _date_line = f"Date: {formatdate(second, usegmt=True)}\r\n"
+    return _date_line
+
+
+# --- Header names as received, mapped once to (normalized name, role) -----
+
+_OTHER, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _EXPECT, _CONTENT_ENCODING = range(6)
+_ROLES = {
+    "Content-Length": _CONTENT_LENGTH,
+    "Transfer-Encoding": _TRANSFER_ENCODING,
+    "Connection": _CONNECTION,
+    "Expect": _EXPECT,
+    "Content-Encoding": _CONTENT_ENCODING,
+}
+# Names come from the network, so the cache is bounded (see
+# httputil._HEADER_NAME_CACHE_SIZE for the same reasoning).
+_WIRE_NAME_CACHE_SIZE = 1000
+_wire_names: dict[bytes, tuple[str, int]] = {}
+
+
+def _wire_name(raw: bytes) -> tuple[str, int]:
+    text = raw.decode("latin-1")
+    name = httputil._normalize_header(text)
+    info = (name, _ROLES.get(name, _OTHER))
+    if len(_wire_names) < _WIRE_NAME_CACHE_SIZE:
+        _wire_names[raw] = info
+    return info
+
+
+_METHODS: dict[bytes, str] = {}
+_VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+# Parse states of a connection (what the parser is in the middle of).
+_IDLE, _HEAD, _BODY, _DONE = range(4)
+_NEVER = float("inf")
+_OWS = " \t"
+# namedtuple's own __new__ is a Python function; tuple.__new__ is not.
+_tuple_new = tuple.__new__
+# Write states of a request's response.
+_NOT_STARTED, _STARTED, _FINISHED = range(3)
+
+
+class _PeerError(Exception):
+    """A protocol violation by the client: answered with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Stop(Exception):
+    """Raised inside a parser callback to stop parsing the current input."""
+
+
+_NOT_DIGITS = "Only integer Content-Length is allowed"
+
+
+def _llhttp_reason(message: str, data: bytes) -> str:
+    """Describe llhttp's complaint about ``data`` in squall's words.
+
+    This runs only on the error path, so it may rescan the input to name the
+    offending header precisely.
+    """
+    if "Content-Length" in message:
+        values = _raw_header_values(data, b"content-length")
+        if len(values) > 1 or any(b"," in v for v in values):
+            return f"Multiple unequal Content-Lengths: {b','.join(values)!r}"
+        if "Transfer-Encoding" in message:
+            return "Message with both Transfer-Encoding and Content-Length"
+        return f"{_NOT_DIGITS}: {values[0] if values else b''!r}"
+    if "Transfer-Encoding" in message:
+        values = _raw_header_values(data, b"transfer-encoding")
+        joined = ",".join(v.decode("latin-1") for v in values)
+        return f"Unsupported Transfer-Encoding {joined}"
+    if message == "Invalid header token":
+        for line in data.split(b"\r\n")[1:]:
+            if not line:
+                break
+            if b":" not in line:
+                return f"no colon in header line: {line[:100]!r}"
+        return "Invalid header name"
+    if "chunk size" in message:
+        return "invalid chunk size"
+    if "after chunk data" in message:
+        return "improperly terminated chunk"
+    if message.startswith("Unexpected whitespace after header value") or message.startswith(
+        "Unexpected space"
+    ):
+        return "header line cannot start with whitespace, folding not supported"
+    return message
+
+
+def _raw_header_values(data: bytes, lower_name: bytes) -> list[bytes]:
+    found = []
+    for line in data.split(b"\n"):
+        name, colon, value = line.partition(b":")
+        if colon and name.strip().lower() == lower_name:
+            found.append(value.strip(b" \t\r"))
+    return found
+
+
+class _RequestContext:
+    """What a request knows about its connection: ``remote_ip`` and
+    ``protocol`` (which `squall.httpserver.HTTPServer`'s ``xheaders`` may
+    replace), ``address`` and ``address_family``."""
+
+    def __init__(
+        self,
+        address: Any,
+        family: Optional[int],
+        protocol: Optional[str],
+        secure: bool,
+        trusted_downstream: Optional[set] = None,
+    ) -> None:
+        self.address = address
+        self.address_family = family
+        if family in (socket.AF_INET, socket.AF_INET6) and isinstance(address, tuple):
+            self.remote_ip: str = address[0]
+        else:
+            # A Unix socket has no peer address; use a placeholder.
+            self.remote_ip = "0.0.0.0"
+        if protocol:
+            self.protocol = protocol
+        elif secure:
+            self.protocol = "https"
+        else:
+            self.protocol = "http"
+        self._orig_remote_ip = self.remote_ip
+        self._orig_protocol = self.protocol
+        self.trusted_downstream = trusted_downstream if trusted_downstream is not None else set()
+
+    def __str__(self) -> str:
+        if isinstance(self.address, tuple):
+            return self.remote_ip
+        # A Unix socket's peer is usually unnamed.
+        return str(self.address) if self.address else ""
+
+    def _apply_xheaders(self, headers: HTTPHeaders) -> None:
+        """Take the client's address and scheme from proxy headers."""
+        ip = headers.get("X-Forwarded-For", self.remote_ip)
+        # The list grows rightwards as the request passes proxies: walk it
+        # from the right past the proxies we trust.
+        for candidate in reversed(ip.split(",")):
+            ip = candidate.strip(" \t")
+            if ip not in self.trusted_downstream:
+                break
+        ip = headers.get("X-Real-Ip", ip)
+        if is_valid_ip(ip):
+            self.remote_ip = ip
+        scheme = headers.get("X-Scheme", headers.get("X-Forwarded-Proto", self.protocol))
+        if scheme:
+            scheme = scheme.split(",")[-1].strip(" \t")
+        if scheme in ("http", "https"):
+            self.protocol = scheme
+
+    def _unapply_xheaders(self) -> None:
+        """Restore the connection's own address and scheme (the next request
+        on a keep-alive connection may not carry proxy headers)."""
+        self.remote_ip = self._orig_remote_ip
+        self.protocol = self._orig_protocol
+
+
+class _RequestConnection(HTTPConnection):
+    """The `~squall.httputil.HTTPConnection` of one request on a
+    `_ServerProtocol`: the application writes its response here.
+
+    Also offers Tornado's `~squall.http1connection.HTTP1Connection` extras a
+    request handler may use: `set_close_callback`, `set_max_body_size`,
+    `set_body_timeout` and `detach`.
+    """
+
+    # Defaults shared by all instances: __init__ sets only what every
+    # request has, and the head parser sets the rest when it differs.
+    _delegate: Optional[HTTPMessageDelegate] = None
+    _close_callback: Optional[Callable[[], None]] = None
+    # A request without a body is read completely once its head is.
+    _read_done = True
+    _content_length = 0
+    _chunked_in = False
+    _expect_continue = False
+    _gzip = False
+    _received = 0
+    _body_timeout: Optional[float] = None
+    _gunzip: Optional[GzipDecompressor] = None
+    _gunzipped = 0
+    _wstate = _NOT_STARTED
+    _chunked_out = False
+    _remaining: Optional[int] = None
+    _no_body = False
+    _switching = False
+
+    def __init__(
+        self,
+        proto: "_ServerProtocol",
+        start_line: RequestStartLine,
+        headers: HTTPHeaders,
+        keep_alive: bool,
+    ) -> None:
+        self._proto = proto
+        self.context = proto._context
+        self._start_line = start_line
+        self._headers = headers
+        self._keep_alive = keep_alive
+        self._max_body_size = proto._max_body_size
+
+    # -- HTTP1Connection extras ---------------------------------------------
+
+    @property
+    def transport(self) -> Optional[asyncio.BaseTransport]:
+        """The asyncio transport under this connection (for TLS details)."""
+        return self._proto._transport
+
+    def set_close_callback(self, callback: Optional[Callable[[], None]]) -> None:
+        """Call ``callback`` (no arguments) if the connection closes before
+        the response is finished; ``None`` clears it."""
+        self._close_callback = callback
+
+    def set_max_body_size(self, max_body_size: int) -> None:
+        """Allow this request's body to be up to ``max_body_size`` bytes
+        (instead of the server's ``max_body_size``). Call it from
+        ``headers_received`` (a streaming handler's ``prepare``)."""
+        if not isinstance(max_body_size, int) or max_body_size < 0:
+            raise ValueError(f"max_body_size must be a non-negative int, got {max_body_size!r}")
+        self._max_body_size = max_body_size
+
+    def set_body_timeout(self, timeout: float) -> None:
+        """Allow ``timeout`` seconds, from now, for the rest of this
+        request's body to arrive; the connection is closed if it does not."""
+        if not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"body timeout must be a positive number, got {timeout!r}")
+        self._body_timeout = timeout
+        if self._proto._rx is self and not self._read_done:
+            self._proto._set_body_deadline(timeout)
+
+    def detach(self) -> "IOStream":
+        """Take over the connection: returns an `~squall.iostream.IOStream`
+        over the same transport, holding any bytes already received after
+        this request. The HTTP server forgets the connection. Used for
+        WebSocket and other protocols that upgrade from HTTP."""
+        return self._proto._detach(self)
+
+    def _detach_transport(self) -> tuple[asyncio.Transport, bytes]:
+        """Like `detach`, but hand over the bare asyncio transport and the
+        bytes already received after this request, for a protocol that
+        installs its own `asyncio.Protocol` (``squall.websocket`` does)."""
+        return self._proto._detach_transport(self)
+
+    # -- HTTPConnection -----------------------------------------------------
+
+    def write_headers(
+        self,
+        start_line: Union[ResponseStartLine, RequestStartLine],
+        headers: HTTPHeaders,
+        chunk: Optional[bytes] = None,
+    ) -> "asyncio.Future[None]":
+        """Write the status line and headers, and ``chunk`` if given.
+
+        Adds ``Date`` if absent, ``Transfer-Encoding: chunked`` when the
+        response has no ``Content-Length`` and the client speaks HTTP/1.1,
+        and ``Connection: close`` / ``Connection: Keep-Alive`` as the
+        connection's fate requires. Raises `ValueError` if a header contains
+        CR or LF and `~squall.httputil.HTTPOutputError` if
+        ``Content-Length`` is not a decimal integer.
+        """
+        if self._wstate is not _NOT_STARTED:
+            raise HTTPOutputError(f"write_headers called twice for {self._start_line!r}")
+        status = _status_lines.get(start_line)  # type: ignore[arg-type]
+        if status is None:
+            status = _status_line(start_line)  # type: ignore[arg-type]
+        lines = [status]
+        append = lines.append
+        content_length = None
+        transfer_encoding = None
+        connection = None
+        has_date = False
+        if type(headers) is HTTPHeaders:
+            items = headers._as_list.items()
+        else:
+            items = ((name, [value]) for name, value in _header_pairs(headers))
+        for name, values in items:
+            if name in _RESPONSE_ROLES:
+                value = values[-1]
+                if name == "Content-Length":
+                    content_length = value
+                elif name == "Transfer-Encoding":
+                    transfer_encoding = value
+                elif name == "Connection":
+                    connection = value
+                else:
+                    has_date = True
+            if len(values) == 1:
+                append(f"{name}: {values[0]}\r\n")
+            else:
+                for value in values:
+                    append(f"{name}: {value}\r\n")
+        code = start_line.code  # type: ignore[union-attr]
+        request_line = self._start_line
+        version = request_line.version
+        keep_alive = self._keep_alive
+        if connection is not None and "close" in connection.lower():
+            keep_alive = False
+        if code < 200 or code == 204 or code == 304 or request_line.method == "HEAD":
+            self._no_body = True
+            if code == 101:
+                self._switching = True
+        elif transfer_encoding is not None:
+            if transfer_encoding.lower() == "chunked":
+                # The application asked for chunking itself: frame its writes.
+                self._chunked_out = True
+            else:
+                keep_alive = False
+        elif content_length is not None:
+            if not _DIGITS_RE.fullmatch(content_length):
+                raise HTTPOutputError(f"Invalid Content-Length {content_length!r}")
+            self._remaining = int(content_length)
+        elif version == "HTTP/1.1":
+            self._chunked_out = True
+            append("Transfer-Encoding: chunked\r\n")
+        else:
+            # An HTTP/1.0 client learns where the body ends when we close.
+            keep_alive = False
+        if connection is None:
+            if keep_alive:
+                if version == "HTTP/1.0":
+                    append("Connection: Keep-Alive\r\n")
+            elif version == "HTTP/1.1" and code != 101:
+                append("Connection: close\r\n")
+        if not has_date:
+            append(_date_header_line())
+        append("\r\n")
+        text = "".join(lines)
+        # Each line must end in the one CRLF we put there: a CR or LF inside
+        # a name or value would split the response (RFC 9112 11.1).
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+            for line in lines:
+                if _CR_OR_LF_RE.search(line[:-2]):
+                    raise ValueError(f"Illegal characters (CR or LF) in header: {line[:-2]!r}")
+        self._keep_alive = keep_alive
+        self._wstate = _STARTED
+        data = text.encode("latin-1")
+        if chunk:
+            data += self._frame(chunk)
+        return self._proto._write(data)
+
+    def write(self, chunk: bytes) -> "asyncio.Future[None]":
+        """Write a piece of the body (framed as a chunk if the response is
+        chunked). Before `write_headers` it writes ``chunk`` verbatim (the
+        legacy interface, where the application formats the whole
+        response); the connection then closes when the response finishes.
+
+        Raises `~squall.httputil.HTTPOutputError` if the response would
+        exceed its ``Content-Length``.
+        """
+        if self._wstate is _NOT_STARTED:
+            self._wstate = _STARTED
+            self._keep_alive = False
+            return self._proto._write(bytes(chunk))
+        if self._wstate is _FINISHED:
+            raise HTTPOutputError("write() called after finish()")
+        if not chunk:
+            return self._proto._ready
+        return self._proto._write(self._frame(chunk))
+
+    def _frame(self, chunk: bytes) -> bytes:
+        if self._no_body:
+            if self._start_line.method != "HEAD":
+                raise HTTPOutputError(
+                    f"a response with this status has no body; refusing to write {len(chunk)} bytes"
+                )
+            return b""
+        if self._chunked_out:
+            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
+        remaining = self._remaining
+        if remaining is not None:
+            remaining -= len(chunk)
+            self._remaining = remaining
+            if remaining < 0:
+                self._proto._abort()
+                raise HTTPOutputError("Tried to write more data than Content-Length")
+        return bytes(chunk) if type(chunk) is not bytes else chunk
+
+    def finish(self) -> None:
+        """Finish the response. Raises `~squall.httputil.HTTPOutputError`
+        (and closes the connection) if fewer bytes were written than its
+        ``Content-Length`` announced."""
+        wstate = self._wstate
+        if wstate is _FINISHED:
+            raise HTTPOutputError("finish() called twice")
+        if wstate is _NOT_STARTED:
+            # Nothing was written (the legacy interface may do this): there
+            # is no framing to rely on, so the connection closes.
+            self._keep_alive = False
+        self._wstate = _FINISHED
+        proto = self._proto
+        if self._chunked_out:
+            proto._write(_CHUNKED_END)
+        elif self._remaining and not self._no_body:
+            proto._abort()
+            raise HTTPOutputError(
+                f"Tried to write {self._remaining} bytes less than Content-Length"
+            )
+        proto._response_finished(self)
+
+    def __repr__(self) -> str:
+        return f"<_RequestConnection {self._start_line!r} from {self.context}>"
+
+
+_RESPONSE_ROLES = frozenset(("Content-Length", "Transfer-Encoding", "Connection", "Date"))
+_DIGITS_RE = re.compile(r"[0-9]+")
+_CR_OR_LF_RE = re.compile(r"\r|\n")
+
+# Status lines seen so far (the usual handful), formatted once.
+_STATUS_LINE_CACHE_SIZE = 256
+_status_lines: dict[tuple, str] = {}
+
+
+def _status_line(start_line: ResponseStartLine) -> str:
+    version, code, reason = start_line
+    if not isinstance(code, int):
+        raise TypeError(f"status code must be an int, got {code!r}")
+    line = f"{version} {code} {reason or ''}\r\n"
+    if len(_status_lines) < _STATUS_LINE_CACHE_SIZE:
+        _status_lines[tuple(start_line)] = line
+    return line
+
+
+def _header_pairs(headers: Any) -> Any:
+    get_all = getattr(headers, "get_all", None)
+    return get_all() if get_all is not None else headers.items()
+
+
+class _ServerProtocol(asyncio.Protocol):
+    """Serves HTTP/1.x on one connection (see the module docstring)."""
+
+    __slots__ = (
+        "_server",
+        "_start_request",
+        "_params",
+        "_loop",
+        "_transport",
+        "_context",
+        "_parser",
+        "_url",
+        "_raw_headers",
+        "_pstate",
+        "_head_bytes",
+        "_last_len",
+        "_rx",
+        "_tx",
+        "_backlog",
+        "_backlog_bytes",
+        "_waiting_for",
+        "_reading_paused",
+        "_writing_paused",
+        "_drain_waiters",
+        "_out",
+        "_corked",
+        "_close_after_flush",
+        "_deadline",
+        "_timer",
+        "_timer_at",
+        "_tick",
+        "_idle_timeout",
+        "_header_timeout",
+        "_max_header_size",
+        "_max_body_size",
+        "_chunk_size",
+        "_decompress",
+        "_no_keep_alive",
+        "_closed",
+        "_lingering",
+        "_closing",
+        "_detached",
+        "_upgrade_tail",
+        "_closed_waiter",
+        "_ready",
+    )
+
+    def __init__(self, server: Any, params: "HTTP1ConnectionParameters", idle_timeout: float) -> None:
+        self._server = server
+        self._start_request = server.start_request
+        self._params = params
+        self._idle_timeout = idle_timeout
+        header_timeout = params.header_timeout or HEADER_TIMEOUT
+        self._header_timeout = header_timeout
+        self._tick = min(header_timeout, idle_timeout)
+        self._max_header_size = params.max_header_size or MAX_HEADER_SIZE
+        self._max_body_size = (
+            params.max_body_size if params.max_body_size is not None else MAX_BODY_SIZE
+        )
+        self._chunk_size = params.chunk_size or CHUNK_SIZE
+        self._decompress = params.decompress
+        self._no_keep_alive = params.no_keep_alive
+        self._transport: Any = None
+        self._rx: Optional[_RequestConnection] = None
+        self._tx: Optional[_RequestConnection] = None
+        self._backlog: Optional[list] = None
+        self._backlog_bytes = 0
+        self._waiting_for: Any = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: Optional[list] = None
+        self._out: list[bytes] = []
+        self._corked = False
+        self._close_after_flush = False
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._pstate = _IDLE
+        self._url = b""
+        self._raw_headers: list = []
+        self._head_bytes = 0
+        self._last_len = 0
+        self._closed = False
+        self._lingering = False
+        self._closing = False
+        self._detached = False
+        self._upgrade_tail: Optional[bytes] = None
+        self._closed_waiter: Optional[asyncio.Future] = None
+
+    # -- asyncio.Protocol ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._loop = loop = asyncio.get_running_loop()
+        sock = transport.get_extra_info("socket")
+        family = getattr(sock, "family", None)
+        secure = transport.get_extra_info("sslcontext") is not None
+        server = self._server
+        self._context = _RequestContext(
+            transport.get_extra_info("peername"),
+            family,
+            server._http_protocol,
+            secure,
+            server.trusted_downstream,
+        )
+        self._parser = httptools.HttpRequestParser(self)
+        self._ready = loop.create_future()
+        self._ready.set_result(None)
+        server._connections.add(self)
+        now = loop.time()
+        # A new connection must send its first request head promptly.
+        self._deadline = now + self._tick
+        self._arm_timer(self._deadline)
+
+    def data_received(self, data: bytes) -> None:
+        if self._pstate is _DONE:
+            return
+        self._last_len = len(data)
+        self._corked = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._on_upgrade(data, e.args[0])
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            if not isinstance(cause, _Stop):
+                self._internal_error(cause or e)
+        except httptools.HttpParserError as e:
+            self._on_parser_error(e, data)
+        else:
+            if self._pstate is _HEAD:
+                self._check_partial_head(len(data))
+        if self._backlog is not None:
+            self._backlog_bytes += len(data)
+            if self._backlog_bytes > MAX_BACKLOG and not self._reading_paused:
+                self._pause_reading()
+        # _uncork(), inlined: this runs once per read.
+        self._corked = False
+        out = self._out
+        if out:
+            transport = self._transport
+            if not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._close_after_flush:
+            self._close_after_flush = False
+            self._close_transport()
+
+    def eof_received(self) -> Optional[bool]:
+        # A client that shuts down its side has gone away (as for Tornado);
+        # returning None lets the transport close once our writes flush.
+        return None
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        self._pstate = _DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server._connections.discard(self)
+        rx, tx = self._rx, self._tx
+        self._rx = self._tx = None
+        self._backlog = None
+        if rx is not None and rx._delegate is not None:
+            self._call_delegate_close(rx._delegate)
+        if tx is not None:
+            callback = tx._close_callback
+            tx._close_callback = None
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    app_log.error("Exception in close callback", exc_info=True)
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            from squall.iostream import StreamClosedError
+
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(StreamClosedError())
+                    waiter.exception()  # a write nobody awaits must not warn
+        if self._closed_waiter is not None and not self._closed_waiter.done():
+            self._closed_waiter.set_result(None)
+        try:
+            self._server.on_close(self)
+        except Exception:
+            app_log.error("Exception in on_close", exc_info=True)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiters = self._drain_waiters
+        if waiters:
+            self._drain_waiters = None
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # -- httptools callbacks (parse side) -------------------------------------
+
+    # on_message_begin is not defined, to save a call per request: the
+    # request-target is the first part of every request, so on_url marks
+    # the start of a head.
+
+    def on_url(self, url: bytes) -> None:
+        if self._pstate is _HEAD:
+            # The target arrived in pieces, across reads.
+            self._url += url
+            return
+        if self._pstate is _DONE:
+            # The connection is closing (an earlier request on this read was
+            # its last): nothing after it is served.
+            raise _Stop()
+        self._pstate = _HEAD
+        self._url = url
+        self._head_bytes = 0
+        if self._tx is None:
+            self._deadline = self._loop.time() + self._header_timeout
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        try:
+            rc = self._parse_head()
+        except _PeerError as e:
+            self._parse_error(e.status, e.reason)
+            raise _Stop() from None
+        self._pstate = _BODY
+        if self._backlog is None:
+            self._deliver_head(rc)
+        else:
+            self._backlog.append((self._deliver_head, rc))
+
+    def on_body(self, body: bytes) -> None:
+        if self._backlog is None:
+            self._deliver_body(body)
+        else:
+            self._backlog.append((self._deliver_body, body))
+
+    def on_message_complete(self) -> None:
+        if self._pstate is _DONE:
+            raise _Stop()
+        self._pstate = _IDLE
+        if self._backlog is None:
+            self._deliver_end(None)
+        else:
+            self._backlog.append((self._deliver_end, None))
+
+    # -- head parsing ------------------------------------------------------------
+
+    def _parse_head(self) -> _RequestConnection:
+        parser = self._parser
+        version = _VERSIONS.get(parser.get_http_version())
+        if version is None:
+            found = parser.get_http_version()
+            if found.startswith(("0.", "1.")):
+                raise _PeerError(400, f"Malformed HTTP version in HTTP Request-Line: {found!r}")
+            raise _PeerError(505, f"Unsupported HTTP version {found!r}")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = _METHODS[raw_method] = raw_method.decode("ascii")
+        url = self._url
+        if len(url) > MAX_URL_SIZE:
+            raise _PeerError(414, f"Request-target too long ({len(url)} bytes)")
+        raw = self._raw_headers
+        self._raw_headers = []
+        if self._head_bytes + self._last_len > self._max_header_size:
+            self._check_head_size(method, url, raw)
+        as_list: dict[str, list[str]] = {}
+        content_length = None
+        transfer_encoding = None
+        connection = None
+        expect = None
+        content_encoding = None
+        names = _wire_names
+        for raw_name, raw_value in raw:
+            info = names.get(raw_name)
+            if info is None:
+                info = _wire_name(raw_name)
+            name, role = info
+            value = raw_value.decode("latin-1")
+            if value[-1:] in _OWS:
+                # llhttp drops leading whitespace, not trailing (RFC 9110 5.5).
+                value = value.rstrip(" \t")
+            values = as_list.get(name)
+            if values is None:
+                as_list[name] = [value]
+            else:
+                values.append(value)
+            if role:
+                if role == _CONTENT_LENGTH:
+                    content_length = value
+                elif role == _TRANSFER_ENCODING:
+                    transfer_encoding = value
+                elif role == _CONNECTION:
+                    connection = value if connection is None else f"{connection},{value}"
+                elif role == _EXPECT:
+                    expect = value
+                else:
+                    content_encoding = value
+        # The names and values were checked by llhttp against the grammar,
+        # so the headers are assembled without HTTPHeaders.add's checks.
+        headers = HTTPHeaders.__new__(HTTPHeaders)
+        headers._as_list = as_list
+        headers._combined = {}
+        if connection is None:
+            keep_alive = version == "HTTP/1.1"
+        else:
+            tokens = {t.strip(" \t").lower() for t in connection.split(",")}
+            if version == "HTTP/1.1":
+                keep_alive = "close" not in tokens
+            else:
+                keep_alive = "keep-alive" in tokens
+        if self._no_keep_alive:
+            keep_alive = False
+        rc = _RequestConnection(
+            self,
+            _tuple_new(RequestStartLine, (method, url.decode("latin-1"), version)),
+            headers,
+            keep_alive,
+        )
+        if transfer_encoding is not None:
+            if content_length is not None:
+                raise _PeerError(400, "Message with both Transfer-Encoding and Content-Length")
+            try:
+                chunked = _abnf.is_transfer_encoding_chunked(transfer_encoding)
+            except ValueError:
+                raise _PeerError(501, f"Unsupported Transfer-Encoding {transfer_encoding}") from None
+            if chunked:
+                rc._chunked_in = True
+                rc._read_done = False
+        elif content_length is not None:
+            try:
+                length = _abnf.parse_content_length(content_length)
+            except ValueError as e:
+                raise _PeerError(400, f"{_NOT_DIGITS}: {e}") from None
+            if length:
+                rc._content_length = length
+                rc._read_done = False
+        if expect is not None and version == "HTTP/1.1" and expect.lower() == "100-continue":
+            rc._expect_continue = True
+        if (
+            content_encoding is not None
+            and self._decompress
+            and content_encoding.strip(" \t").lower() == "gzip"
+        ):
+            rc._gzip = True
+        return rc
+
+    def _check_head_size(self, method: str, url: bytes, raw: list) -> None:
+        # Only reached when the reads that carried this head were large:
+        # count the head's bytes exactly (request line and "name: value"
+        # lines with their CRLFs).
+        size = len(method) + len(url) + 12
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+        if size > self._max_header_size:
+            raise _PeerError(431, f"Request head too large ({size} bytes)")
+
+    def _check_partial_head(self, received: int) -> None:
+        # The current head is not complete after this read.
+        self._head_bytes += received
+        if len(self._url) > MAX_URL_SIZE:
+            self._parse_error(414, f"Request-target too long ({len(self._url)}+ bytes)")
+        elif self._head_bytes > self._max_header_size:
+            self._parse_error(431, f"Request head too large ({self._head_bytes}+ bytes)")
+
+    # -- delivery side: events to the application, in order -------------------
+
+    def _deliver_head(self, rc: _RequestConnection) -> None:
+        self._rx = self._tx = rc
+        # The head is in: no timeout applies until the application says how
+        # long the body may take, or the response is finished.
+        self._deadline = _NEVER
+        headers = rc._headers
+        if rc._gzip:
+            rc._gunzip = GzipDecompressor()
+            # The application sees the decompressed body, so the header that
+            # described the compressed one moves aside (as in Tornado).
+            headers.add("X-Consumed-Content-Encoding", headers["Content-Encoding"])
+            del headers["Content-Encoding"]
+        try:
+            delegate = rc._delegate = self._start_request(self, rc)
+            result = delegate.headers_received(rc._start_line, headers)
+        except HTTPInputError as e:
+            self._peer_error(400, str(e))
+            raise _Stop() from None
+        except Exception:
+            self._app_error()
+            raise _Stop() from None
+        if result is not None:
+            self._block_on(result, self._after_head, rc)
+        elif not rc._read_done:
+            self._after_head(rc)
+
+    def _after_head(self, rc: _RequestConnection) -> None:
+        # Runs once headers_received (and any awaitable it returned) is done,
+        # so that a handler may have raised its max_body_size by now.
+        if rc._read_done or rc is not self._rx:
+            return
+        if rc._content_length > rc._max_body_size:
+            self._peer_error(413, "Content-Length too long")
+            raise _Stop()
+        if rc._expect_continue and rc._wstate is _NOT_STARTED:
+            self._write(_CONTINUE)
+        timeout = rc._body_timeout or self._params.body_timeout
+        if timeout:
+            self._set_body_deadline(timeout)
+
+    def _deliver_body(self, body: bytes) -> None:
+        rc = self._rx
+        if rc is None:
+            return
+        received = rc._received + len(body)
+        rc._received = received
+        if received > rc._max_body_size:
+            self._peer_error(
+                413, "chunked body too large" if rc._chunked_in else "Content-Length too long"
+            )
+            raise _Stop()
+        if rc._gunzip is not None:
+            self._deliver_gzipped(rc, body)
+        elif len(body) <= self._chunk_size:
+            self._deliver_piece(rc, body)
+        else:
+            size = self._chunk_size
+            pieces = [body[i : i + size] for i in range(0, len(body), size)]
+            self._deliver_pieces(rc, pieces)
+
+    def _deliver_gzipped(self, rc: _RequestConnection, body: bytes) -> None:
+        gunzip = rc._gunzip
+        assert gunzip is not None
+        size = self._chunk_size
+        pieces = []
+        data = body
+        try:
+            while data:
+                piece = gunzip.decompress(data, size)
+                rc._gunzipped += len(piece)
+                if rc._gunzipped > rc._max_body_size:
+                    self._peer_error(413, "decompressed body too large")
+                    raise _Stop()
+                if piece:
+                    pieces.append(piece)
+                data = gunzip.unconsumed_tail
+        except zlib.error as e:
+            self._peer_error(400, f"invalid gzip data: {e}")
+            raise _Stop() from None
+        if pieces:
+            self._deliver_pieces(rc, pieces)
+
+    def _deliver_pieces(self, rc: _RequestConnection, pieces: list) -> None:
+        for i, piece in enumerate(pieces):
+            if self._backlog is not None:
+                # An earlier piece made us wait: the rest waits its turn.
+                self._backlog.insert(0, (self._deliver_pieces_to, (rc, pieces[i:])))
+                return
+            self._deliver_piece(rc, piece)
+
+    def _deliver_pieces_to(self, args: tuple) -> None:
+        rc, pieces = args
+        if rc is self._rx:
+            self._deliver_pieces(rc, pieces)
+
+    def _deliver_piece(self, rc: _RequestConnection, piece: bytes) -> None:
+        try:
+            result = rc._delegate.data_received(piece)  # type: ignore[union-attr]
+        except HTTPInputError as e:
+            self._peer_error(400, str(e))
+            raise _Stop() from None
+        except Exception:
+            self._app_error()
+            raise _Stop() from None
+        if result is not None:
+            self._block_on(result, None, None)
+
+    def _deliver_end(self, _: None) -> None:
+        rc = self._rx
+        if rc is None:
+            return
+        if rc._gunzip is not None:
+            try:
+                rc._gunzip.flush()
+            except zlib.error as e:
+                self._peer_error(400, f"invalid gzip data: {e}")
+                raise _Stop() from None
+        rc._read_done = True
+        self._rx = None
+        if self._tx is rc:
+            # No timeout applies until the response is finished (a long poll
+            # may take minutes).
+            self._deadline = _NEVER
+        try:
+            rc._delegate.finish()  # type: ignore[union-attr]
+        except HTTPInputError as e:
+            self._peer_error(400, str(e))
+            raise _Stop() from None
+        except Exception:
+            self._app_error()
+            raise _Stop() from None
+        if self._pstate is _DONE and self._closing:
+            raise _Stop()
+        if self._tx is not rc:
+            # Read and answered: drop the delegate, which usually refers
+            # back to rc, so that the pair is freed without the cyclic GC.
+            rc._delegate = None
+        elif self._backlog is None:
+            # Answer requests in order: whatever follows waits for this
+            # response to finish.
+            self._backlog = []
+            self._waiting_for = rc
+
+    def _block_on(self, awaitable: Awaitable, then: Any, arg: Any) -> None:
+        """Hold further events until ``awaitable`` is done, then run
+        ``then(arg)`` (if given) before them."""
+        backlog: list = []
+        if then is not None:
+            backlog.append((then, arg))
+        if self._backlog:
+            backlog.extend(self._backlog)
+        self._backlog = backlog
+        future = asyncio.ensure_future(awaitable)
+        self._waiting_for = future
+        future.add_done_callback(self._on_awaited)
+
+    def _on_awaited(self, future: asyncio.Future) -> None:
+        if self._waiting_for is not future or self._closed:
+            return
+        if not future.cancelled() and future.exception() is not None:
+            exc = future.exception()
+            if isinstance(exc, HTTPInputError):
+                self._peer_error(400, str(exc))
+            else:
+                app_log.error("Uncaught exception", exc_info=(type(exc), exc, exc.__traceback__))
+                self._abort()
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        """Deliver backlogged events until one makes us wait again."""
+        self._waiting_for = None
+        backlog = self._backlog
+        self._backlog = None
+        self._corked = True
+        try:
+            while backlog:
+                deliver, arg = backlog.pop(0)
+                deliver(arg)
+                if self._backlog is not None:
+                    # Blocked again: keep what is left, after anything the
+                    # event itself queued.
+                    self._backlog.extend(backlog)
+                    break
+        except _Stop:
+            pass
+        if self._backlog is None:
+            self._backlog_bytes = 0
+            if self._reading_paused and not self._closed:
+                self._reading_paused = False
+                self._transport.resume_reading()
+        self._uncork()
+
+    # -- response side -----------------------------------------------------------
+
+    def _write(self, data: bytes) -> "asyncio.Future[None]":
+        if self._closing:
+            return self._closed_future()
+        if self._corked:
+            self._out.append(data)
+        else:
+            self._transport.write(data)
+        if self._writing_paused:
+            waiter = self._loop.create_future()
+            if self._drain_waiters is None:
+                self._drain_waiters = [waiter]
+            else:
+                self._drain_waiters.append(waiter)
+            return waiter
+        # A write below the high-water mark is complete as far as the caller
+        # is concerned; one finished future per connection serves them all.
+        return self._ready
+
+    def _closed_future(self) -> "asyncio.Future[None]":
+        # squall.iostream is imported here, off the hot path, because only a
+        # write to a closed connection (and detach) needs it.
+        from squall.iostream import StreamClosedError
+
+        future = self._loop.create_future()
+        future.set_exception(StreamClosedError())
+        future.exception()  # a write nobody awaits must not warn
+        return future
+
+    def _uncork(self) -> None:
+        self._corked = False
+        out = self._out
+        if out:
+            transport = self._transport
+            if not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        if self._close_after_flush:
+            self._close_after_flush = False
+            self._close_transport()
+
+    def _response_finished(self, rc: _RequestConnection) -> None:
+        if rc is not self._tx:
+            return
+        self._tx = None
+        rc._close_callback = None
+        if rc._switching:
+            # 101 Switching Protocols: the application detaches next; until
+            # then nothing more is parsed as HTTP.
+            self._pstate = _DONE
+            return
+        if not rc._keep_alive:
+            self._close_soon(lingering=not rc._read_done)
+            return
+        if not rc._read_done:
+            # Answered before the body arrived: stop listening to the rest of
+            # it and close once it has been drained (as Tornado does).
+            self._rx = None
+            self._close_soon(lingering=True)
+            return
+        if self._rx is not rc:
+            rc._delegate = None  # see _deliver_end
+        self._deadline = self._loop.time() + self._idle_timeout
+        if self._timer is None:
+            self._arm_timer(self._deadline)
+        if self._waiting_for is rc:
+            if self._corked:
+                # We are inside a parser or backlog callback: events after
+                # this one are delivered by our caller.
+                self._waiting_for = None
+                backlog = self._backlog
+                self._backlog = None
+                if backlog:
+                    self._loop.call_soon(self._replay, backlog)
+            else:
+                self._drain()
+
+    def _replay(self, backlog: list) -> None:
+        if self._closed:
+            return
+        if self._backlog is not None:
+            self._backlog.extend(backlog)
+            return
+        self._backlog = backlog
+        self._drain()
+
+    # -- closing -------------------------------------------------------------------
+
+    def _close_soon(self, lingering: bool) -> None:
+        self._pstate = _DONE
+        self._closing = True
+        self._lingering = lingering
+        if self._corked:
+            self._close_after_flush = True
+        else:
+            self._close_transport()
+
+    def _close_transport(self) -> None:
+        transport = self._transport
+        if self._closed or transport.is_closing():
+            return
+        if self._lingering and transport.can_write_eof():
+            # Half-close: the client sees the end of our response and stops
+            # sending; we discard what it had in flight, then close.
+            transport.write_eof()
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resume_reading()
+            self._deadline = self._loop.time() + LINGER_TIMEOUT
+            self._arm_timer(self._deadline)
+        else:
+            transport.close()
+
+    def _abort(self) -> None:
+        """Drop the connection now (after an application error)."""
+        self._pstate = _DONE
+        self._closing = True
+        self._out.clear()
+        self._close_after_flush = False
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+
+    def _peer_error(self, status: int, reason: str) -> None:
+        """The client broke the protocol: log it, answer ``status`` if no
+        response has started, and close."""
+        if self._closing or self._closed:
+            return
+        gen_log.log(_PEER_ERROR_LEVEL, "Malformed HTTP message from %s: %s", self._context, reason)
+        self._pstate = _DONE
+        tx = self._tx
+        rx = self._rx
+        self._rx = None
+        self._backlog = None
+        if rx is not None and rx._delegate is not None:
+            self._call_delegate_close(rx._delegate)
+        if tx is None or tx._wstate is _NOT_STARTED:
+            if tx is not None:
+                tx._wstate = _FINISHED
+            self._tx = None
+            self._write(f"HTTP/1.1 {status} {_REASONS[status]}\r\n\r\n".encode("latin-1"))
+            self._close_soon(lingering=True)
+        else:
+            self._abort()
+
+    def _app_error(self) -> None:
+        """An application callback raised: log it and drop the connection."""
+        app_log.error("Uncaught exception", exc_info=True)
+        rx = self._rx
+        self._rx = None
+        if rx is not None and rx._delegate is not None:
+            self._call_delegate_close(rx._delegate)
+        self._abort()
+
+    def _internal_error(self, exc: BaseException) -> None:
+        app_log.error(
+            "Uncaught exception in HTTP connection", exc_info=(type(exc), exc, exc.__traceback__)
+        )
+        self._abort()
+
+    def _call_delegate_close(self, delegate: HTTPMessageDelegate) -> None:
+        try:
+            delegate.on_connection_close()
+        except Exception:
+            app_log.error("Uncaught exception in on_connection_close", exc_info=True)
+
+    def _on_parser_error(self, error: Exception, data: bytes) -> None:
+        message = str(error)
+        if isinstance(error, httptools.HttpParserInvalidMethodError):
+            reason = "Malformed HTTP request line"
+        elif isinstance(error, httptools.HttpParserInvalidURLError):
+            reason = f"Malformed HTTP request line: {message}"
+        else:
+            reason = _llhttp_reason(message, data)
+        # Whatever llhttp refuses breaks the message's framing: always 400
+        # (RFC 9112 6.3). An unknown coding before a final "chunked", which
+        # llhttp lets through, is answered 501 by _parse_head.
+        self._parse_error(400, reason)
+
+    def _parse_error(self, status: int, reason: str) -> None:
+        """The parser found a violation: answer it now, or after the
+        responses to the requests before it if they are still in progress."""
+        if self._backlog is not None:
+            self._backlog.append((self._deliver_error, (status, reason)))
+            self._pstate = _DONE
+        else:
+            self._peer_error(status, reason)
+
+    def _deliver_error(self, args: tuple) -> None:
+        self._peer_error(*args)
+        raise _Stop()
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        # The parser stops after a request that asks to switch protocols;
+        # what follows belongs to the new protocol if the application
+        # accepts (detach), and is parsed as HTTP again if it does not.
+        tail = data[offset:]
+        if self._detached:
+            if tail:
+                self._transport.get_protocol().data_received(tail)
+            return
+        self._upgrade_tail = tail
+        self._pstate = _DONE
+        if self._backlog is not None or self._tx is not None:
+            if not self._reading_paused:
+                self._pause_reading()
+            self._waiting_for_upgrade()
+        else:
+            self._resume_after_upgrade()
+
+    def _waiting_for_upgrade(self) -> None:
+        # Nothing to do until the response to the upgrade request finishes;
+        # _response_finished then drains, and the drain ends here.
+        if self._backlog is None:
+            self._backlog = []
+        self._backlog.append((self._resume_after_upgrade_event, None))
+
+    def _resume_after_upgrade_event(self, _: None) -> None:
+        self._resume_after_upgrade()
+
+    def _resume_after_upgrade(self) -> None:
+        if self._detached or self._closed:
+            return
+        tail = self._upgrade_tail or b""
+        self._upgrade_tail = None
+        self._pstate = _IDLE
+        self._parser = httptools.HttpRequestParser(self)
+        if tail:
+            self.data_received(tail)
+
+    def _detach(self, rc: _RequestConnection) -> "IOStream":
+        from squall.iostream import IOStream
+
+        transport, tail = self._detach_transport(rc)
+        return IOStream._from_transport(transport, tail)
+
+    def _detach_transport(self, rc: _RequestConnection) -> tuple[asyncio.Transport, bytes]:
+        self._uncork()
+        self._detached = True
+        self._pstate = _DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._server._connections.discard(self)
+        self._rx = self._tx = None
+        self._backlog = None
+        rc._close_callback = None
+        tail = self._upgrade_tail or b""
+        self._upgrade_tail = None
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+        return self._transport, tail
+
+    # -- flow control and timers -------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self._closed and not self._transport.is_closing():
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _set_body_deadline(self, timeout: float) -> None:
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None or self._timer_at > self._deadline:
+            self._arm_timer(self._deadline)
+
+    def _arm_timer(self, deadline: float) -> None:
+        # The timer never sleeps longer than one tick (the shortest timeout),
+        # so a deadline set later never needs it re-armed sooner: a request
+        # on a keep-alive connection costs no timer operations at all.
+        if self._timer is not None:
+            self._timer.cancel()
+        when = min(deadline, self._loop.time() + self._tick)
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed or self._detached:
+            return
+        now = self._loop.time()
+        deadline = self._deadline
+        if now < deadline:
+            if deadline != _NEVER:
+                self._arm_timer(deadline)
+            return
+        if self._lingering:
+            self._transport.close()
+        elif self._pstate is _HEAD and self._tx is None:
+            gen_log.log(_PEER_ERROR_LEVEL, "Timeout reading request headers from %s", self._context)
+            self._transport.write(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            self._close_soon(lingering=True)
+        elif self._pstate is _BODY and self._rx is not None:
+            gen_log.log(_PEER_ERROR_LEVEL, "Timeout reading body from %s", self._context)
+            rx = self._rx
+            self._rx = None
+            if rx._delegate is not None:
+                self._call_delegate_close(rx._delegate)
+            self._abort()
+        elif self._tx is None and self._backlog is None:
+            # Idle keep-alive connection: close quietly.
+            self._pstate = _DONE
+            self._transport.close()
+
+    # -- server-side API (used by HTTPServer) ------------------------------------
+
+    async def close(self) -> None:
+        """Close the connection and wait until it is closed."""
+        if self._closed:
+            return
+        if self._closed_waiter is None:
+            self._closed_waiter = self._loop.create_future()
+        waiter = self._closed_waiter
+        self._pstate = _DONE
+        transport = self._transport
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+        await waiter
