@@ -146,11 +146,12 @@ def bind_sockets(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if af == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            bind_addr: tuple[Any, ...] = tuple(sockaddr)
             if port == 0 and bound_port is not None:
-                sockaddr = (sockaddr[0], bound_port) + tuple(sockaddr[2:])
+                bind_addr = (bind_addr[0], bound_port, *bind_addr[2:])
             sock.setblocking(False)
             try:
-                sock.bind(sockaddr)
+                sock.bind(bind_addr)
             except OSError as e:
                 if e.errno == errno.EADDRNOTAVAIL and address == "localhost" and sockaddr[0] == "::1":
                     # localhost resolves to ::1 but the kernel has IPv6
@@ -455,7 +456,7 @@ class OverrideResolver(Resolver):
         })
     """
 
-    def initialize(self, resolver: Resolver, mapping: dict[Any, Any]) -> None:
+    def initialize(self, resolver: Resolver, mapping: dict[Any, Any]) -> None:  # type: ignore[override]
         self.resolver = resolver
         self.mapping = mapping
 
