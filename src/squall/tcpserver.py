@@ -1,0 +1,258 @@
+"""A non-blocking TCP server that hands each connection to ``handle_stream`` as an IOStream.
+
+This is squall's counterpart of ``tornado.tcpserver``. Subclass `TCPServer`,
+override `TCPServer.handle_stream`, and start it::
+
+    class EchoServer(TCPServer):
+        async def handle_stream(self, stream, address):
+            while True:
+                try:
+                    line = await stream.read_until(b"\\n")
+                except StreamClosedError:
+                    return
+                await stream.write(line)
+
+    async def main():
+        server = EchoServer()
+        server.listen(8888)
+        await asyncio.Event().wait()
+
+Connections are accepted by the asyncio loop itself (``loop.create_server``;
+with uvloop the accept loop runs in C), and each becomes the protocol that
+`_make_protocol` returns. By default that protocol is the connection's
+`~squall.iostream.IOStream`; servers that speak a protocol of their own (the
+HTTP server) override `_make_protocol` to serve connections without a stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import socket
+import ssl
+from collections.abc import Awaitable, Iterable
+from typing import Any, Optional, Union
+
+from squall.iostream import BaseIOStream, IOStream, SSLIOStream
+from squall.log import app_log
+
+__all__ = ["TCPServer"]
+
+# Listen queue length when the caller does not give one: Tornado's default
+# (and the historical Linux SOMAXCONN).
+_DEFAULT_BACKLOG = 128
+
+
+def _run_to_completion(coro: Any) -> Any:
+    """Run ``coro`` without an event loop and return its result.
+
+    ``loop.create_server(sock=...)`` does all its work synchronously and at
+    most yields once to let the loop run (asyncio's ``sleep(0)``); running it
+    here makes `TCPServer.add_socket` take effect at once, even before the
+    loop runs, as in Tornado.
+    """
+    try:
+        while True:
+            yielded = coro.send(None)
+            if yielded is not None:
+                coro.close()
+                raise RuntimeError(f"{coro!r} waited for {yielded!r}; expected it not to block")
+    except StopIteration as stop:
+        return stop.value
+
+
+class TCPServer:
+    r"""A non-blocking, single-threaded TCP server.
+
+    Override `handle_stream` to serve connections. Three ways to start:
+
+    1. `listen`: one process, ``server.listen(8888)`` inside a running loop
+       (or before it starts).
+    2. `add_sockets`: sockets from `squall.netutil.bind_sockets`, typically
+       bound before `squall.process.fork_processes` so that every worker
+       serves them.
+    3. `bind` + `start`: the deprecated Tornado way of forking workers.
+
+    ``ssl_options`` turns on TLS: an `ssl.SSLContext`, or a dictionary with
+    at least ``certfile`` (see `squall.netutil.ssl_options_to_context`).
+    Streams are then `~squall.iostream.SSLIOStream`\ s handed over before
+    their handshake has finished (``await stream.wait_for_handshake()`` to
+    wait for it). ``max_buffer_size`` and ``read_chunk_size`` are passed to
+    each stream.
+    """
+
+    def __init__(
+        self,
+        ssl_options: Union[dict[str, Any], ssl.SSLContext, None] = None,
+        max_buffer_size: Optional[int] = None,
+        read_chunk_size: Optional[int] = None,
+    ) -> None:
+        self.ssl_options = ssl_options
+        self._sockets: dict[int, socket.socket] = {}
+        self._servers: dict[int, asyncio.AbstractServer] = {}
+        self._backlogs: dict[int, int] = {}
+        self._pending_sockets: list[socket.socket] = []
+        self._started = False
+        self._stopped = False
+        self.max_buffer_size = max_buffer_size
+        self.read_chunk_size = read_chunk_size
+        self._ssl_context: Optional[ssl.SSLContext] = None
+        if isinstance(ssl_options, dict):
+            # Catch a bad certificate path now rather than at the first
+            # connection's handshake.
+            if "certfile" not in ssl_options:
+                raise KeyError('missing key "certfile" in ssl_options')
+            for key in ("certfile", "keyfile"):
+                path = ssl_options.get(key)
+                if path is not None and not os.path.exists(path):
+                    raise ValueError(f'{key} "{path}" does not exist')
+        elif ssl_options is not None and not isinstance(ssl_options, ssl.SSLContext):
+            raise TypeError(f"ssl_options must be a dict or an ssl.SSLContext, got {ssl_options!r}")
+
+    def listen(
+        self,
+        port: int,
+        address: Optional[str] = None,
+        family: socket.AddressFamily = socket.AF_UNSPEC,
+        backlog: int = _DEFAULT_BACKLOG,
+        flags: Optional[int] = None,
+        reuse_port: bool = False,
+    ) -> None:
+        """Start accepting connections on ``port`` (all interfaces unless
+        ``address`` is given). May be called more than once for several
+        ports. The arguments are those of `squall.netutil.bind_sockets`."""
+        from squall.netutil import bind_sockets
+
+        sockets = bind_sockets(
+            port, address=address, family=family, backlog=backlog, flags=flags, reuse_port=reuse_port
+        )
+        for sock in sockets:
+            self._backlogs[sock.fileno()] = backlog
+        self.add_sockets(sockets)
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """Start accepting connections on these listening sockets (e.g. from
+        `squall.netutil.bind_sockets`). The server owns them from now on."""
+        for sock in sockets:
+            self.add_socket(sock)
+
+    def add_socket(self, socket: socket.socket) -> None:
+        """Start accepting connections on one listening socket."""
+        if self._stopped:
+            raise RuntimeError("TCPServer.add_socket called after stop()")
+        from squall.ioloop import IOLoop
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = IOLoop.current().asyncio_loop
+        fd = socket.fileno()
+        backlog = self._backlogs.get(fd, _DEFAULT_BACKLOG)
+        # asyncio listens on the socket again with this backlog, so the one
+        # it was bound with is passed on.
+        server = _run_to_completion(loop.create_server(self._make_protocol, sock=socket, backlog=backlog))
+        self._sockets[fd] = socket
+        self._servers[fd] = server
+
+    def bind(
+        self,
+        port: int,
+        address: Optional[str] = None,
+        family: socket.AddressFamily = socket.AF_UNSPEC,
+        backlog: int = _DEFAULT_BACKLOG,
+        flags: Optional[int] = None,
+        reuse_port: bool = False,
+    ) -> None:
+        """Bind to ``port`` without accepting yet; `start` begins accepting
+        (after forking, if asked to). Deprecated in Tornado in favour of
+        `listen` or `add_sockets` with `squall.process.fork_processes`."""
+        from squall.netutil import bind_sockets
+
+        sockets = bind_sockets(
+            port, address=address, family=family, backlog=backlog, flags=flags, reuse_port=reuse_port
+        )
+        for sock in sockets:
+            self._backlogs[sock.fileno()] = backlog
+        if self._started:
+            self.add_sockets(sockets)
+        else:
+            self._pending_sockets.extend(sockets)
+
+    def start(self, num_processes: Optional[int] = 1, max_restarts: Optional[int] = None) -> None:
+        """Start accepting on the sockets given to `bind`.
+
+        With ``num_processes`` other than 1 the process first forks that many
+        workers (None or 0: one per CPU) with
+        `squall.process.fork_processes`, restarting a crashed one up to
+        ``max_restarts`` times; each worker then accepts on the shared
+        sockets. Call it before any event loop has started when forking.
+        """
+        if self._started:
+            raise RuntimeError("TCPServer.start called twice")
+        self._started = True
+        if num_processes != 1:
+            from squall import process
+
+            process.fork_processes(num_processes, max_restarts)
+        sockets = self._pending_sockets
+        self._pending_sockets = []
+        self.add_sockets(sockets)
+
+    def stop(self) -> None:
+        """Stop accepting new connections and close the listening sockets.
+
+        Connections already accepted stay open. Calling it twice is harmless.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        for fd, server in self._servers.items():
+            server.close()
+            self._sockets[fd].close()
+        self._servers.clear()
+        self._sockets.clear()
+        for sock in self._pending_sockets:
+            sock.close()
+        self._pending_sockets = []
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> Optional[Awaitable[None]]:
+        """Serve one new connection; override it.
+
+        ``stream`` is the connection's `~squall.iostream.IOStream` and
+        ``address`` the peer's address. It may be a coroutine function or
+        return an awaitable: an exception it raises is logged, as is one
+        raised by a plain method.
+        """
+        raise NotImplementedError()
+
+    def _make_protocol(self) -> asyncio.BaseProtocol:
+        """The asyncio protocol for one accepted connection (called once per
+        connection). The default is the connection's stream, which calls
+        `handle_stream` as soon as the transport exists; override it to serve
+        connections with a protocol of one's own."""
+        if self.ssl_options is None:
+            return IOStream._bare(self._on_stream, self.max_buffer_size, self.read_chunk_size)
+        context = self._ssl_context
+        if context is None:
+            from squall.netutil import ssl_options_to_context
+
+            context = self._ssl_context = ssl_options_to_context(self.ssl_options, server_side=True)
+        return SSLIOStream._for_server(context, self._on_stream, self.max_buffer_size, self.read_chunk_size)
+
+    def _on_stream(self, stream: BaseIOStream, address: Any) -> None:
+        try:
+            result = self.handle_stream(stream, address)  # type: ignore[arg-type]
+        except Exception:
+            app_log.error("Exception in callback %r", self.handle_stream, exc_info=True)
+            return
+        if result is not None and inspect.isawaitable(result):
+            asyncio.ensure_future(result).add_done_callback(_log_failure)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        app_log.error("Exception in callback %r", future, exc_info=(type(exc), exc, exc.__traceback__))
