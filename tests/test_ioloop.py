@@ -358,3 +358,23 @@ def test_deprecated_current_management_warns(io_loop):
     with pytest.warns(DeprecationWarning, match="clear_current"):
         IOLoop.clear_current()
     assert IOLoop.current(instance=False) is None
+
+
+def test_close_with_leaked_transports_does_not_hang_under_warnings_as_errors():
+    # uvloop's close() used to spin forever when the ResourceWarnings it
+    # raises for still-open transports were turned into errors.
+    result = _python(
+        "import asyncio, socket\n"
+        "from squall.ioloop import IOLoop\n"
+        "loop = IOLoop(make_current=False)\n"
+        "async def leak():\n"
+        "    server = await asyncio.get_running_loop().create_server(asyncio.Protocol, '127.0.0.1', 0)\n"
+        "    port = server.sockets[0].getsockname()[1]\n"
+        "    await asyncio.get_running_loop().create_connection(asyncio.Protocol, '127.0.0.1', port)\n"
+        "    await asyncio.sleep(0.05)\n"
+        "loop.run_sync(leak)\n"
+        "loop.close()\n"
+        "print('closed')\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "closed"

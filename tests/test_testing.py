@@ -15,6 +15,7 @@ from squall import gen
 from squall.ioloop import IOLoop
 from squall.testing import (
     AsyncHTTPSTestCase,
+    AsyncHTTPTestCase,
     AsyncTestCase,
     ExpectLog,
     bind_unused_port,
@@ -257,3 +258,35 @@ def test_callback_exceptions_fail_the_test_unless_expected():
     assert run_case(Case, "test_expected").wasSuccessful()
     result = run_case(Case, "test_unexpected_raw_asyncio_callback")
     assert len(result.errors) == 1 and "KeyError" in result.errors[0][1]
+
+
+def test_async_http_test_case_serves_and_cleans_up():
+    pytest.importorskip("squall.httpserver")
+    pytest.importorskip("squall.httpclient")
+    web = pytest.importorskip("squall.web")
+
+    class Hello(web.RequestHandler):
+        def get(self):
+            self.write("hello " + self.request.protocol)
+
+    seen = {}
+
+    class Case(AsyncHTTPTestCase):
+        def get_app(self):
+            return web.Application([("/", Hello)])
+
+        def test_fetch(self):
+            response = self.fetch("/")
+            seen["body"] = response.body
+            seen["missing"] = self.fetch("/missing").code
+            seen["url"] = response.request.url
+            seen["port"] = self.get_http_port()
+
+    case = Case("test_fetch")
+    result = unittest.TestResult()
+    case.run(result)
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert seen["body"] == b"hello http"
+    assert seen["missing"] == 404
+    assert seen["url"] == f"http://127.0.0.1:{seen['port']}/"
+    assert not hasattr(case, "_app") and not hasattr(case, "http_server")

@@ -89,7 +89,13 @@ class BaseAsyncIOLoop(IOLoop):
                 self.close_fd(fileobj)
         if IOLoop._ioloop_for_asyncio.get(self.asyncio_loop) is self:
             IOLoop._ioloop_for_asyncio.pop(self.asyncio_loop, None)
-        self.asyncio_loop.close()
+        with warnings.catch_warnings():
+            # uvloop reports transports still open at close() as
+            # ResourceWarnings from inside its C handle walk; escalated to
+            # errors (python -W error) they leave uvloop's close() spinning
+            # forever. Report them as ordinary warnings instead.
+            warnings.simplefilter("default", ResourceWarning)
+            self.asyncio_loop.close()
 
     def add_handler(
         self, fd: Union[int, _Selectable], handler: Callable[..., None], events: int
