@@ -261,7 +261,7 @@ class RequestHandler:
         self.clear()
         connection = request.connection
         assert connection is not None
-        connection.set_close_callback(self.on_connection_close)
+        connection.set_close_callback(self._connection_closed)
         self.initialize(**kwargs)
 
     def initialize(self) -> None:
@@ -323,6 +323,15 @@ class RequestHandler:
                 body_future.set_exception(iostream.StreamClosedError())
                 # Nobody may be waiting for the body; mark it as seen.
                 body_future.exception()
+
+    def _connection_closed(self) -> None:
+        # The server may report the same close twice (as the end of the
+        # request being read and of the response being written).
+        if not self._close_reported:
+            self._close_reported = True
+            self.on_connection_close()
+
+    _close_reported = False
 
     def clear(self) -> None:
         """Reset the headers and the buffered output (before anything is sent)."""
@@ -2874,7 +2883,7 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         if self.stream_request_body:
             assert self.handler is not None
-            self.handler.on_connection_close()
+            self.handler._connection_closed()
         else:
             self.chunks = None
 
