@@ -291,6 +291,7 @@ class TCPClient:
             addrinfo,
             functools.partial(self._create_stream, max_buffer_size, source_ip=source_ip, source_port=source_port),
         )
+        stream: IOStream
         _af, addr, stream = await connector.start(connect_timeout=deadline)
         if ssl_options is None:
             return stream
