@@ -288,6 +288,10 @@ class BaseIOStream(asyncio.BufferedProtocol):
         "_connect_future",
         "_on_connected",
         "__weakref__",
+        # Applications and tests set their own attributes on streams (and
+        # patch methods), as Tornado allows; the dict is only allocated
+        # when that happens.
+        "__dict__",
     )
 
     def __init__(
@@ -710,18 +714,17 @@ class BaseIOStream(asyncio.BufferedProtocol):
     def _attach_writer(self, transport: asyncio.WriteTransport) -> None:
         self._writer = transport
         pending = self._write_buffer
-        if pending:
-            waiters = self._write_waiters
-            count = len(waiters) if waiters else 0
+        if pending is not None:
+            self._write_buffer = None
             while pending:
                 with pending.peek(len(pending)) as view:
                     size = view.nbytes
                     transport.write(bytes(view))
                 pending.advance(size)
-            if not self._writing_paused:
-                for _ in range(count):
-                    _resolve(waiters.popleft(), None)  # type: ignore[union-attr]
-        self._write_buffer = None
+            # Every waiter so far belongs to a queued write. If the transport
+            # failed on them, connection_lost fails them instead.
+            if not self._writing_paused and not transport.is_closing():
+                self.resume_writing()
 
     # -- writing ----------------------------------------------------------------
 
@@ -756,7 +759,9 @@ class BaseIOStream(asyncio.BufferedProtocol):
         if self.max_write_buffer_size is not None:
             self._check_write_limit(transport.get_write_buffer_size() + len(data))
         transport.write(data)
-        if self._writing_paused or self._write_waiters:
+        if self._writing_paused or self._write_waiters or transport.is_closing():
+            # Wait for the buffer to drain, or (when the write failed and
+            # the transport is going away) for connection_lost to fail it.
             self._queue_write_waiter(future)
         else:
             future.set_result(None)
@@ -846,15 +851,22 @@ class BaseIOStream(asyncio.BufferedProtocol):
                 _fail(future, StreamClosedError(real_error=self.error))
         _fail(self._connect_future, StreamClosedError(real_error=self.error))
         self._connect_future = None
+        abandoned = bool(self._write_waiters)
         self._fail_writes()
-        self._close_transport()
+        self._close_transport(abandoned)
         if self._close_callback is not None:
             self._loop.call_soon(self._run_close_callback)
 
-    def _close_transport(self) -> None:
+    def _close_transport(self, abandoned: bool) -> None:
+        # With ``abandoned`` the writer was told some of its data was not
+        # sent (their futures failed), so the rest is dropped at once, as
+        # Tornado does; otherwise what the transport accepted is flushed.
         writer = self._writer
         if writer is not None and not writer.is_closing() and writer.get_write_buffer_size():
-            self._loop.call_later(_CLOSE_FLUSH_TIMEOUT, _abort_if_open, writer)
+            if abandoned:
+                writer.abort()
+            else:
+                self._loop.call_later(_CLOSE_FLUSH_TIMEOUT, _abort_if_open, writer)
         self.close_fd()
 
     def _run_close_callback(self) -> None:
@@ -1026,7 +1038,7 @@ class IOStream(BaseIOStream):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            gen_log.warning("Connect error on fd %s: %s", sock.fileno(), exc)
+            # Not logged: the connect future reports it (as in Tornado 6).
             self.close(exc_info=exc)
             return
         await self._open_transport()
@@ -1343,7 +1355,7 @@ class PipeIOStream(BaseIOStream):
     queued until the loop has set up its transport.
     """
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "_pipes")
 
     def __init__(self, fd: int, *args: Any, **kwargs: Any) -> None:
         if not isinstance(fd, int) or fd < 0:
@@ -1360,29 +1372,36 @@ class PipeIOStream(BaseIOStream):
             # Each transport closes the descriptor it was given, so a
             # read-write descriptor gives its write side a duplicate.
             writer = io.FileIO(fd if reader is None else os.dup(fd), "wb", closefd=True)
-        self._task = asyncio.ensure_future(self._open(reader, writer), loop=self._loop)
+        # The file objects not yet handed to a transport; close_fd closes
+        # them if the stream is closed first.
+        self._pipes: list[Optional[io.FileIO]] = [reader, writer]
+        self._task = asyncio.ensure_future(self._open(), loop=self._loop)
 
-    async def _open(self, reader: Optional[io.FileIO], writer: Optional[io.FileIO]) -> None:
+    async def _open(self) -> None:
         loop = self._loop
+        reader, writer = self._pipes
         try:
             if reader is not None:
                 transport, _ = await loop.connect_read_pipe(lambda: self, reader)
-                reader = None
+                self._pipes[0] = None
                 self._transport = transport
                 if self._reading_paused:
                     transport.pause_reading()
             if writer is not None:
                 wtransport, _ = await loop.connect_write_pipe(lambda: self, writer)
-                writer = None
+                self._pipes[1] = None
                 self._attach_writer(wtransport)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.close(exc_info=exc)
-        finally:
-            for pipe in (reader, writer):
-                if pipe is not None:
-                    pipe.close()
+
+    def close_fd(self) -> None:
+        super().close_fd()
+        for pipe in self._pipes:
+            if pipe is not None:
+                pipe.close()
+        self._pipes = [None, None]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # The transports are taken into use by _open, which knows which
