@@ -90,7 +90,10 @@ class HTTPClient:
         self._closed = False
 
     def __del__(self) -> None:
-        self.close()
+        # At interpreter exit the OS reclaims everything, and the modules
+        # closing needs may already be torn down.
+        if not sys.is_finalizing():
+            self.close()
 
     def close(self) -> None:
         """Close the client and its event loop. Further fetches fail."""
@@ -98,10 +101,9 @@ class HTTPClient:
             return
         self._closed = True
         self._async_client.close()
-        if not sys.is_finalizing():
-            # Let the closed connections' transports finish closing before
-            # the loop goes away (at interpreter exit the OS does it).
-            self._io_loop.asyncio_loop.run_until_complete(asyncio.sleep(0))
+        # Let the closed connections' transports finish closing before the
+        # loop goes away.
+        self._io_loop.asyncio_loop.run_until_complete(asyncio.sleep(0))
         self._io_loop.close()
 
     def fetch(self, request: Union[HTTPRequest, str], **kwargs: Any) -> HTTPResponse:

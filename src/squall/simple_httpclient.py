@@ -44,7 +44,9 @@ from squall.httpclient import (
     HTTPResponse,
     _RequestProxy,
 )
+from squall.iostream import UnsatisfiableReadError
 from squall.log import app_log, gen_log
+from squall.netutil import Resolver
 from squall.util import GzipDecompressor
 
 __all__ = ["SimpleAsyncHTTPClient", "HTTPTimeoutError", "HTTPStreamClosedError"]
@@ -127,7 +129,7 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
       connections (the ``Host`` header and TLS name are unchanged), like
       an ``/etc/hosts`` entry.
     - ``resolver``: a `squall.netutil.Resolver` to look up host names; by
-      default the event loop's ``getaddrinfo``.
+      default the configured one (IP addresses in URLs then need no lookup).
     - ``max_buffer_size``: received data held before reading pauses is at
       most this much, and it is the body limit when ``max_body_size`` is
       not given.
@@ -175,9 +177,10 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         self.max_header_size = max_header_size
         self.max_body_size = max_body_size
         self.hostname_mapping = hostname_mapping
-        self.resolver = resolver
-        # The resolver is always the caller's, who closes it.
-        self.own_resolver = False
+        #: The resolver for host names: the caller's, or else a configured
+        #: `squall.netutil.Resolver` that `close` closes.
+        self.resolver = resolver if resolver is not None else Resolver()
+        self.own_resolver = resolver is None
         self._loop = self.io_loop.asyncio_loop
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
         self._connections: set[_Connection] = set()
@@ -195,6 +198,8 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
             if conn.idle:
                 conn.close()
         self._idle.clear()
+        if self.own_resolver:
+            self.resolver.close()
 
     def fetch_impl(
         self, request: HTTPRequest, callback: Callable[[HTTPResponse], None]
@@ -526,12 +531,14 @@ class _Connection(asyncio.Protocol):
             match = _HEAD_END_RE.search(self.buf, max(0, scanned - 3))
             if match is not None:
                 if match.end() > max_size:
-                    raise _Malformed(f"Response head larger than {max_size} bytes")
+                    break
                 return self._take(match.end())
             if len(self.buf) > max_size:
-                raise _Malformed(f"Response head larger than {max_size} bytes")
+                break
             scanned = len(self.buf)
             await self._fill()
+        # Tornado reports this limit as an unsatisfiable stream read.
+        raise UnsatisfiableReadError(f"Response head larger than {max_size} bytes")
 
     async def read_line(self, max_size: int) -> bytes:
         """Return one line, LF included."""
@@ -619,6 +626,9 @@ class _Fetch:
             self._finish_with_error(HTTPStreamClosedError("Stream closed"))
         except _CallbackFailed:
             self._finish_with_error(HTTPStreamClosedError("Stream closed"))
+        except UnsatisfiableReadError as e:
+            gen_log.info("Unsatisfiable read, closing connection: %s", e)
+            self._finish_with_error(e)
         except _ConnectionClosed:
             conn = self.conn
             error = conn.error if conn is not None else None
@@ -815,16 +825,15 @@ class _Fetch:
         return conn
 
     async def _resolve(self, host: str, port: int, family: int) -> list[tuple[int, Any]]:
-        resolver = self.client.resolver
-        if resolver is not None:
-            return list(await resolver.resolve(host, port, family))
-        literal = _ip_family(host)
-        if literal is not None:
-            if family != socket.AF_UNSPEC and literal != family:
-                raise ValueError(f"address {host!r} is IPv6 but allow_ipv6 is False")
-            return [(literal, (host, port))]
-        infos = await self.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-        return [(info[0], info[4]) for info in infos]
+        client = self.client
+        if client.own_resolver:
+            literal = _ip_family(host)
+            if literal is not None:
+                # No lookup (and no executor round trip) for an address.
+                if family != socket.AF_UNSPEC and literal != family:
+                    raise ValueError(f"address {host!r} is IPv6 but allow_ipv6 is False")
+                return [(literal, (host, port))]
+        return list(await client.resolver.resolve(host, port, family))
 
     async def _connect_socket(
         self, addresses: list[tuple[int, Any]], source_ip: Optional[str]
