@@ -222,6 +222,57 @@ def _raw_header_values(data: bytes, lower_name: bytes) -> list[bytes]:
     return found
 
 
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+
+
+def _rewrite_head(data: bytes, unknown_method: bool) -> Optional[tuple[bytes, Optional[str]]]:
+    """Return ``data`` with its request head in canonical form (CRLF line
+    ends; a stand-in for the method if llhttp does not know it) and the real
+    method name if it was replaced, or None if the head is invalid or
+    incomplete (the caller then answers 400 as before)."""
+    data = data.lstrip(b"\r\n")
+    end = _HEAD_END_RE.search(data)
+    if end is None:
+        return None
+    lines = data[: end.start()].split(b"\n")
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    if any(b"\r" in line for line in lines):
+        return None
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not _abnf.TOKEN_RE.fullmatch(parts[0].decode("latin-1")):
+        return None
+    method = None
+    if unknown_method:
+        # Any token is a method (RFC 9110 9.1); llhttp knows a fixed list.
+        # PUT frames its body like every request, so it stands in.
+        method = parts[0].decode("latin-1")
+        lines[0] = b"PUT " + parts[1] + b" " + parts[2]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + data[end.end() :], method
+
+
+_BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+
+
+class _HeadCollector:
+    """Stands in for the parser while a request head that llhttp refused
+    arrives in full, then hands it, rewritten, to a new parser."""
+
+    def __init__(self, proto: "_ServerProtocol", unknown_method: bool) -> None:
+        self._proto = proto
+        self._unknown_method = unknown_method
+        self._data = b""
+
+    def feed_data(self, data: bytes) -> None:
+        self._data += data
+        if _HEAD_END_RE.search(self._data) is None:
+            # Not all here yet; the protocol's head size limit applies.
+            return
+        rewritten = _rewrite_head(self._data, self._unknown_method)
+        if rewritten is None:
+            raise httptools.HttpParserInvalidMethodError("Malformed HTTP request line")
+        self._proto._restart_parser(*rewritten)
+
+
 class _RequestContext:
     """What a request knows about its connection: ``remote_ip`` and
     ``protocol`` (which `squall.httpserver.HTTPServer`'s ``xheaders`` may
@@ -538,10 +589,12 @@ _status_lines: dict[tuple, str] = {}
 
 
 def _status_line(start_line: ResponseStartLine) -> str:
-    version, code, reason = start_line
+    _, code, reason = start_line
     if not isinstance(code, int):
         raise TypeError(f"status code must be an int, got {code!r}")
-    line = f"{version} {code} {reason or ''}\r\n"
+    # A server announces the highest version it speaks, whatever the
+    # application put in the start line (Tornado's web layer leaves it empty).
+    line = f"HTTP/1.1 {code} {reason or ''}\r\n"
     if len(_status_lines) < _STATUS_LINE_CACHE_SIZE:
         _status_lines[tuple(start_line)] = line
     return line
@@ -596,6 +649,10 @@ class _ServerProtocol(asyncio.Protocol):
         "_detached",
         "_upgrade_tail",
         "_closed_waiter",
+        "_heads_begun",
+        "_partial",
+        "_rewritten",
+        "_method_override",
         "_ready",
     )
 
@@ -640,6 +697,11 @@ class _ServerProtocol(asyncio.Protocol):
         self._detached = False
         self._upgrade_tail: Optional[bytes] = None
         self._closed_waiter: Optional[asyncio.Future] = None
+        # For rewriting a head llhttp refuses (see _on_parser_error).
+        self._heads_begun = 0
+        self._partial: Optional[bytes] = None
+        self._rewritten = False
+        self._method_override: Optional[str] = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -671,19 +733,22 @@ class _ServerProtocol(asyncio.Protocol):
             return
         self._last_len = len(data)
         self._corked = True
+        entry_state = self._pstate
+        self._heads_begun = 0
+        error: Optional[Exception] = None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
-            self._on_upgrade(data, e.args[0])
-        except httptools.HttpParserCallbackError as e:
-            cause = e.__context__
-            if not isinstance(cause, _Stop):
-                self._internal_error(cause or e)
+            error = e
         except httptools.HttpParserError as e:
-            self._on_parser_error(e, data)
-        else:
-            if self._pstate is _HEAD:
-                self._check_partial_head(len(data))
+            error = e
+        if error is not None:
+            # Handled outside the except clauses, so that parsing resumed
+            # from here does not chain its errors to this one.
+            self._on_feed_error(error, data, entry_state)
+        elif self._pstate is _HEAD:
+            self._check_partial_head(len(data))
+            self._partial = self._head_origin(entry_state, data)
         if self._backlog is not None:
             self._backlog_bytes += len(data)
             if self._backlog_bytes > MAX_BACKLOG and not self._reading_paused:
@@ -774,6 +839,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._pstate = _HEAD
         self._url = url
         self._head_bytes = 0
+        self._heads_begun += 1
         if self._tx is None:
             self._deadline = self._loop.time() + self._header_timeout
 
@@ -821,6 +887,12 @@ class _ServerProtocol(asyncio.Protocol):
         method = _METHODS.get(raw_method)
         if method is None:
             method = _METHODS[raw_method] = raw_method.decode("ascii")
+        if self._rewritten:
+            # This head parsed after a rewrite; the next may be rewritten too.
+            self._rewritten = False
+            if self._method_override is not None:
+                method = self._method_override
+                self._method_override = None
         url = self._url
         if len(url) > MAX_URL_SIZE:
             raise _PeerError(414, f"Request-target too long ({len(url)} bytes)")
@@ -1040,12 +1112,25 @@ class _ServerProtocol(asyncio.Protocol):
         rc = self._rx
         if rc is None:
             return
-        if rc._gunzip is not None:
+        gunzip = rc._gunzip
+        if gunzip is not None:
+            rc._gunzip = None
             try:
-                rc._gunzip.flush()
+                tail = gunzip.flush()
             except zlib.error as e:
                 self._peer_error(400, f"invalid gzip data: {e}")
                 raise _Stop() from None
+            if tail:
+                rc._gunzipped += len(tail)
+                if rc._gunzipped > rc._max_body_size:
+                    self._peer_error(413, "decompressed body too large")
+                    raise _Stop()
+                self._deliver_pieces(rc, [tail])
+                if self._backlog is not None:
+                    # The application is digesting the tail: the end of the
+                    # message follows it.
+                    self._backlog.append((self._deliver_end, None))
+                    return
         rc._read_done = True
         self._rx = None
         if self._tx is rc:
@@ -1288,7 +1373,49 @@ class _ServerProtocol(asyncio.Protocol):
         except Exception:
             app_log.error("Uncaught exception in on_connection_close", exc_info=True)
 
-    def _on_parser_error(self, error: Exception, data: bytes) -> None:
+    def _on_feed_error(self, error: Exception, data: bytes, entry_state: int) -> None:
+        if isinstance(error, httptools.HttpParserUpgrade):
+            self._on_upgrade(data, error.args[0])
+        elif isinstance(error, httptools.HttpParserCallbackError):
+            cause = error.__context__
+            if not isinstance(cause, _Stop):
+                self._internal_error(cause or error)
+        else:
+            self._on_parser_error(error, data, self._head_origin(entry_state, data))
+
+    def _head_origin(self, entry_state: int, data: bytes) -> Optional[bytes]:
+        """The raw bytes of the head being parsed, from its first byte, if
+        they are known: the head began this read at its start (nothing
+        before it was parsed in this read), or continued one that did."""
+        if entry_state is _IDLE:
+            if self._heads_begun == 0 or (self._heads_begun == 1 and self._pstate is _HEAD):
+                return data
+        elif entry_state is _HEAD and self._heads_begun == 0 and self._partial is not None:
+            return self._partial + data
+        return None
+
+    def _on_parser_error(self, error: Exception, data: bytes, origin: Optional[bytes]) -> None:
+        if origin is not None and not self._rewritten and self._pstate is not _BODY:
+            # llhttp is stricter than RFC 9112 in two ways a real client may
+            # trip: it knows a fixed list of methods (RFC 9110 9.1 allows any
+            # token), and wants CRLF where a bare LF is allowed (2.2). Such a
+            # head is rewritten canonically and parsed again, once.
+            unknown_method = isinstance(error, httptools.HttpParserInvalidMethodError)
+            head = origin.lstrip(b"\r\n")
+            if unknown_method or _BARE_LF_RE.search(head, 0, self._max_header_size):
+                self._rewritten = True
+                self._parser = _HeadCollector(self, unknown_method)  # type: ignore[assignment]
+                self._pstate = _HEAD
+                if self._tx is None:
+                    self._deadline = self._loop.time() + self._header_timeout
+                error = None
+                try:
+                    self._parser.feed_data(head)
+                except httptools.HttpParserError as e:
+                    error = e
+                if error is not None:
+                    self._on_parser_error(error, head, None)
+                return
         message = str(error)
         if isinstance(error, httptools.HttpParserInvalidMethodError):
             reason = "Malformed HTTP request line"
@@ -1300,6 +1427,15 @@ class _ServerProtocol(asyncio.Protocol):
         # (RFC 9112 6.3). An unknown coding before a final "chunked", which
         # llhttp lets through, is answered 501 by _parse_head.
         self._parse_error(400, reason)
+
+    def _restart_parser(self, data: bytes, method: Optional[str]) -> None:
+        self._method_override = method
+        self._pstate = _IDLE
+        self._partial = None
+        self._parser = httptools.HttpRequestParser(self)
+        # The head had bare LFs: its body's chunk lines may too.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self.data_received(data)
 
     def _parse_error(self, status: int, reason: str) -> None:
         """The parser found a violation: answer it now, or after the
