@@ -12,6 +12,7 @@ import pytest
 
 import squall.escape
 from squall.util import (
+    _websocket_mask,
     ArgReplacer,
     Configurable,
     GzipDecompressor,
@@ -205,3 +206,18 @@ def test_exec_in_does_not_inherit_future_flags():
 def test_timedelta_and_timeout_alias():
     assert timedelta_to_seconds(datetime.timedelta(hours=1, milliseconds=500)) == 3600.5
     assert TimeoutError is asyncio.TimeoutError
+
+
+def test_websocket_mask():
+    assert _websocket_mask(b"abcd", b"") == b""
+    assert _websocket_mask(b"abcd", b"54321") == b"TVPVP"
+    assert _websocket_mask(b"\xff\xfb\xfd\xfc", b"\x00\x01\x02\x03\x04\x05") == (
+        b"\xff\xfa\xff\xff\xfb\xfe"
+    )
+    data = bytes(range(256)) * 3
+    assert _websocket_mask(b"\x01\x80\x00\xff", _websocket_mask(b"\x01\x80\x00\xff", data)) == data
+    expected = bytes(b ^ b"\x01\x80\x00\xff"[i % 4] for i, b in enumerate(data))
+    assert _websocket_mask(b"\x01\x80\x00\xff", data) == expected
+    for bad in (b"", b"abc", b"abcde"):
+        with pytest.raises(ValueError, match="4 bytes"):
+            _websocket_mask(bad, b"data")

@@ -395,6 +395,30 @@ class ArgReplacer:
         return old_value, args, kwargs
 
 
+# RFC 6455 section 5.3: a frame's masking key is always four bytes.
+_WEBSOCKET_MASK_LENGTH = 4
+
+
+def _websocket_mask_python(mask: bytes, data: bytes) -> bytes:
+    """XOR ``data`` with the 4-byte WebSocket ``mask`` repeated over it.
+
+    Masking is its own inverse. The whole payload is XORed as one big
+    integer, which is linear in its length and far faster than a Python
+    loop over bytes.
+    """
+    if len(mask) != _WEBSOCKET_MASK_LENGTH:
+        raise ValueError(f"a WebSocket mask must be 4 bytes, got {len(mask)}: {bytes(mask)!r}")
+    length = len(data)
+    if not length:
+        return b""
+    key = (bytes(mask) * (length // _WEBSOCKET_MASK_LENGTH + 1))[:length]
+    masked = int.from_bytes(data, "little") ^ int.from_bytes(key, "little")
+    return masked.to_bytes(length, "little")
+
+
+_websocket_mask = _websocket_mask_python
+
+
 def doctests() -> doctest.DocTestSuite:  # type: ignore[valid-type]
     """Return this module's doctests as a `unittest` suite."""
     return doctest.DocTestSuite()
