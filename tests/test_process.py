@@ -192,7 +192,7 @@ def test_exit_already_reaped_by_popen() -> None:
     asyncio.run(main())
 
 
-def test_initialize_uninitialize_are_harmless() -> None:
+def test_initialize_uninitialize_are_accepted() -> None:
     async def main() -> None:
         Subprocess.initialize()
         try:
@@ -211,5 +211,22 @@ def test_subprocess_popen_failure_closes_pipes() -> None:
             Subprocess(["/nonexistent/program"], stdin=Subprocess.STREAM, stdout=Subprocess.STREAM)
         if before is not None:
             assert len(os.listdir("/proc/self/fd")) == before
+
+    asyncio.run(main())
+
+
+def test_exit_watching_without_pidfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kernels before 5.3 (and some sandboxes) lack pidfd_open; a waiting
+    # thread reports the exit instead.
+    def no_pidfd(pid: int, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd, raising=False)
+
+    async def main() -> None:
+        proc = Subprocess(_py("import sys; sys.exit(7)"), stdout=Subprocess.STREAM)
+        assert await proc.stdout.read_until_close() == b""
+        assert await asyncio.wait_for(proc.wait_for_exit(raise_error=False), 10) == 7
+        assert proc.proc.returncode == 7
 
     asyncio.run(main())

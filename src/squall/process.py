@@ -162,8 +162,6 @@ class Subprocess:
 
     STREAM = object()
 
-    _initialized = False
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.io_loop = IOLoop.current()
         loop_fds: dict[str, int] = {}
@@ -198,7 +196,6 @@ class Subprocess:
         already observed the callback is scheduled at once.
         """
         self._exit_callback = callback
-        Subprocess.initialize()
         if self.returncode is not None:
             self.io_loop.add_callback(self._run_exit_callback)
             return
@@ -228,17 +225,16 @@ class Subprocess:
 
     @classmethod
     def initialize(cls) -> None:
-        """Enable exit notification (kept for Tornado compatibility; idempotent).
+        """Kept for Tornado compatibility; does nothing.
 
-        Exit watching needs no process-wide signal handler in squall, so this
-        only records that notification is on; `set_exit_callback` calls it.
+        Tornado installs its ``SIGCHLD`` handler here. squall watches each
+        process on its own (see the class docstring), so exits are reported
+        whether or not this was called.
         """
-        cls._initialized = True
 
     @classmethod
     def uninitialize(cls) -> None:
-        """Undo `initialize` (kept for Tornado compatibility)."""
-        cls._initialized = False
+        """Kept for Tornado compatibility; does nothing (see `initialize`)."""
 
     def _watch(self) -> None:
         loop = self.io_loop.asyncio_loop
