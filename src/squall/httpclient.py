@@ -534,11 +534,12 @@ class _RequestProxy:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.request, name)
-        if value is not None:
-            return value
-        if self.defaults is not None:
-            return self.defaults.get(name, None)
-        return None
+        if value is None and self.defaults is not None:
+            value = self.defaults.get(name, None)
+        # A request is not changed while it is being fetched: remember the
+        # answer so that the next look-up is a plain attribute access.
+        self.__dict__[name] = value
+        return value
 
 
 def main() -> None:

@@ -664,7 +664,7 @@ class _Fetch:
             raise ValueError(f"Unsupported url scheme: {request.url}")
         netloc = parsed.netloc
         if "@" in netloc:
-            userpass, _, netloc = netloc.rpartition("@")
+            netloc = netloc.rpartition("@")[2]
         host, port = httputil.split_host_and_port(netloc)
         if port is None:
             port = _DEFAULT_PORTS[scheme]
@@ -702,7 +702,9 @@ class _Fetch:
 
         retried = False
         while True:
-            conn = self.client._take_idle(pool_key)
+            # A retry always gets a fresh connection: the pool may hold more
+            # connections that the server closed at the same moment.
+            conn = None if retried else self.client._take_idle(pool_key)
             if conn is None:
                 self._set_timer(connect_deadline)
                 conn = await self._connect(
