@@ -21,3 +21,17 @@ def test_py_typed_ships():
     import pathlib
 
     assert (pathlib.Path(squall.__file__).parent / "py.typed").is_file()
+
+
+def test_submodules_load_lazily_as_attributes():
+    import subprocess
+    import sys
+
+    code = "import sys, squall; assert 'squall.escape' not in sys.modules; squall.escape.utf8('x'); print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_unknown_attribute_is_attribute_error():
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        squall.no_such_thing

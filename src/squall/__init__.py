@@ -43,3 +43,13 @@ __all__ = [
     "websocket",
     "wsgi",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # ``squall.web`` etc. work after a bare ``import squall``, as with Tornado,
+    # without importing every submodule up front.
+    if name in __all__:
+        import importlib
+
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

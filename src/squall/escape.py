@@ -242,6 +242,8 @@ def to_unicode(value: str | bytes | None) -> str | None:
 # itself (code that compares them with ``is`` keeps working).
 native_str = to_unicode
 to_basestring = to_unicode
+# The short private name predates ``to_unicode``; old code still imports it.
+_unicode = to_unicode
 
 
 def recursive_unicode(obj: Any) -> Any:
