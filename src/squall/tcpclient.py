@@ -105,7 +105,7 @@ class _Connector:
         """
         self._try_next(self.primary_addrs, primary=True)
         if not self.future.done():
-            if not self._secondary_started:
+            if self.secondary_addrs and not self._secondary_started:
                 self.set_timeout(timeout)
             if connect_timeout is not None:
                 self.set_connect_timeout(connect_timeout)
