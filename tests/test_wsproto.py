@@ -49,7 +49,13 @@ def events(conn: Connection, data: bytes) -> list:
 def error_of(conn: Connection, data: bytes) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         events(conn, data)
+    assert conn.state == wp.FAILED
+    # Reading has stopped; our close frame (with the error's code) may go out.
+    assert conn.next_event() is None
+    conn.close(info.value.code)
     assert conn.state == wp.CLOSED
+    with pytest.raises(RuntimeError, match="CLOSED"):
+        conn.message("x")
     return info.value
 
 
@@ -261,6 +267,10 @@ def test_state_transitions_table() -> None:
         assert conn.state == final
     with pytest.raises(KeyError):
         conn._transition("send_close")
+    failed = Connection(client=False)
+    failed._transition("send_close")
+    failed._transition("protocol_error")
+    assert failed.state == wp.CLOSED
 
 
 # --- permessage-deflate -------------------------------------------------------

@@ -479,7 +479,10 @@ OPEN = "OPEN"
 CLOSE_SENT = "CLOSE_SENT"
 # The peer's close frame arrived: nothing more is read, we answer it.
 CLOSE_RECEIVED = "CLOSE_RECEIVED"
-# Both close frames have crossed (or the peer broke the protocol).
+# The peer broke the protocol: nothing more is read; our close frame
+# (with the error's code) may still be sent.
+FAILED = "FAILED"
+# Both close frames have crossed, or we failed and sent our close.
 CLOSED = "CLOSED"
 
 # (state, what happened) -> next state.
@@ -488,8 +491,9 @@ _TRANSITIONS = {
     (OPEN, "receive_close"): CLOSE_RECEIVED,
     (CLOSE_SENT, "receive_close"): CLOSED,
     (CLOSE_RECEIVED, "send_close"): CLOSED,
-    (OPEN, "protocol_error"): CLOSED,
+    (OPEN, "protocol_error"): FAILED,
     (CLOSE_SENT, "protocol_error"): CLOSED,
+    (FAILED, "send_close"): CLOSED,
 }
 
 _EMPTY = b""
@@ -559,7 +563,7 @@ class Connection:
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes read from the peer; `next_event` parses them."""
-        if self.state is CLOSE_RECEIVED or self.state is CLOSED or not data:
+        if (self.state is not OPEN and self.state is not CLOSE_SENT) or not data:
             return
         buf = self._buf
         pos = self._pos
@@ -580,7 +584,8 @@ class Connection:
         """The next complete event, or None when more bytes are needed.
 
         Raises `ProtocolError` if the peer broke the protocol; the
-        connection is then `CLOSED` and yields nothing more.
+        connection is then `FAILED` (or `CLOSED` if our close frame was
+        already sent) and yields nothing more.
         """
         try:
             return self._next_event()
@@ -600,7 +605,7 @@ class Connection:
 
     def _next_event(self) -> Optional[tuple[int, Any]]:
         while True:
-            if self.state is CLOSE_RECEIVED or self.state is CLOSED:
+            if self.state is not OPEN and self.state is not CLOSE_SENT:
                 self._buf = _EMPTY
                 self._pos = 0
                 return None
@@ -784,9 +789,10 @@ class Connection:
         self.wire_bytes_out += len(out)
         return out
 
-    def _check_can_send(self) -> None:
-        if self.state is not OPEN and self.state is not CLOSE_RECEIVED:
-            raise RuntimeError(f"cannot send on a WebSocket in state {self.state}")
+    def _check_can_send(self, closing: bool = False) -> None:
+        state = self.state
+        if state is not OPEN and state is not CLOSE_RECEIVED and not (closing and state is FAILED):
+            raise RuntimeError(f"cannot send on a WebSocket in state {state}")
 
     def message(self, payload: Union[str, bytes], binary: bool = False) -> bytes:
         """The frame carrying one whole message: a text message for `str`
@@ -845,6 +851,6 @@ class Connection:
                     f"close reason is at most {MAX_CLOSE_REASON} bytes of UTF-8, got {len(encoded)}"
                 )
             body = _U16.pack(code) + encoded
-        self._check_can_send()
+        self._check_can_send(closing=True)
         self._transition("send_close")
         return self._frame(FIN | CLOSE, body)
