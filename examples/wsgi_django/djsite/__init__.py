@@ -1,0 +1,1 @@
+"""A tiny Django project, served by squall in ../server.py."""
