@@ -1009,3 +1009,28 @@ def test_http_request_object_is_not_modified() -> None:
             assert backend.requests[1].headers["user-agent"] == "Mine"
 
     run(main())
+
+
+def test_connection_reset_mid_request_is_a_599_stream_closed_error() -> None:
+    # A server process that dies while handling a request resets the
+    # connection; the caller sees the usual transport-failure error (599),
+    # not a bare socket exception.
+    async def reset(req: Req) -> Optional[bytes]:
+        assert req.writer is not None
+        sock = req.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        req.writer.transport.abort()
+        return None
+
+    async def main() -> None:
+        async with Backend(reset) as backend:
+            c = client()
+            try:
+                with pytest.raises(HTTPStreamClosedError) as info:
+                    await c.fetch(backend.url("/"))
+                assert info.value.code == 599
+                assert isinstance(info.value.__cause__, ConnectionResetError)
+            finally:
+                c.close()
+
+    run(main())

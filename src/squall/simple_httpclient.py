@@ -630,9 +630,13 @@ class _Fetch:
             gen_log.info("Unsatisfiable read, closing connection: %s", e)
             self._finish_with_error(e)
         except _ConnectionClosed:
+            # A reset or an early close is a transport failure: code 599 like
+            # any other, with the socket error kept as the cause.
+            closed = HTTPStreamClosedError("Stream closed")
             conn = self.conn
-            error = conn.error if conn is not None else None
-            self._finish_with_error(error or HTTPStreamClosedError("Stream closed"))
+            if conn is not None and conn.error is not None:
+                closed.__cause__ = conn.error
+            self._finish_with_error(closed)
         except Exception as e:
             self._finish_with_error(e)
 
