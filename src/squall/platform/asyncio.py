@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
+import errno
 import functools
 import select
 import socket
@@ -95,7 +96,17 @@ class BaseAsyncIOLoop(IOLoop):
             # errors (python -W error) they leave uvloop's close() spinning
             # forever. Report them as ordinary warnings instead.
             warnings.simplefilter("default", ResourceWarning)
-            self.asyncio_loop.close()
+            try:
+                self.asyncio_loop.close()
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise
+                # uvloop refuses to close (EBUSY) while libuv still owes a
+                # close callback to a transport closed just before; one more
+                # loop iteration delivers it.
+                self.asyncio_loop.call_soon(self.asyncio_loop.stop)
+                self.asyncio_loop.run_forever()
+                self.asyncio_loop.close()
 
     def add_handler(
         self, fd: Union[int, _Selectable], handler: Callable[..., None], events: int
