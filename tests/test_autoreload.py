@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import IO, Optional
 
@@ -34,6 +35,33 @@ async def main():
     squall.autoreload.start(check_time=50)
     # Only now is the source's current state noted: an edit from here on counts.
     print("says", greeting.WORD, flush=True)
+    await asyncio.Event().wait()
+
+
+asyncio.run(main())
+"""
+
+
+SERVER = """\
+import asyncio
+
+import squall.web
+from squall.httpserver import HTTPServer
+from squall.netutil import bind_sockets
+
+import view
+
+
+class Answer(squall.web.RequestHandler):
+    def get(self):
+        self.write(view.answer())
+
+
+async def main():
+    app = squall.web.Application([("/", Answer)], debug=True)
+    sockets = bind_sockets(0, "127.0.0.1")
+    HTTPServer(app).add_sockets(sockets)
+    print("listening", sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 
 
@@ -131,6 +159,36 @@ def test_restarts_on_change_and_survives_syntax_error(tmp_path: Path, mode: str)
         _edit(tmp_path / "greeting.py", 'WORD = "three"\n')
         out.wait_for("says three")
         assert "says two" not in out.seen[out.seen.index("says three"):]
+    finally:
+        _stop(proc)
+
+
+def _get(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=DEADLINE) as response:
+        return response.read().decode()
+
+
+def test_debug_application_serves_the_edited_code(tmp_path: Path) -> None:
+    (tmp_path / "view.py").write_text('def answer():\n    return "one"\n')
+    (tmp_path / "server.py").write_text(SERVER)
+    proc, out, err = _start(["server.py"], tmp_path)
+    try:
+        port = int(out.wait_for("listening").split()[1])
+        assert _get(port) == "one"
+
+        _edit(tmp_path / "view.py", 'def answer():\n    return "two"\n')
+        port = int(out.wait_for("listening").split()[1])
+        assert _get(port) == "two"
+
+        # A syntax error: the running server keeps answering with the last
+        # good code.
+        _edit(tmp_path / "view.py", 'def answer(:\n    return "three"\n')
+        err.wait_for("serving the previous code")
+        assert _get(port) == "two"
+
+        _edit(tmp_path / "view.py", 'def answer():\n    return "three"\n')
+        port = int(out.wait_for("listening").split()[1])
+        assert _get(port) == "three"
     finally:
         _stop(proc)
 
