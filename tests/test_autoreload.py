@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import subprocess
@@ -271,3 +272,34 @@ def test_bad_arguments_raise_at_once() -> None:
         autoreload.add_reload_hook("nope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="-1"):
         autoreload.start(check_time=-1)
+
+
+def test_watcher_holds_a_restart_while_a_changed_file_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In-process, so the exec at the end is replaced by a record of it.
+    restarts: list[int] = []
+    monkeypatch.setattr(autoreload, "_reload", lambda: restarts.append(1))
+    good, bad = tmp_path / "good.py", tmp_path / "bad.py"
+    good.write_text("A = 1\n")
+    bad.write_text("B = 1\n")
+    monkeypatch.setattr(autoreload, "_watched_files", {str(good), str(bad)})
+    watcher = autoreload._Watcher()
+    watcher.check()
+    assert restarts == []
+
+    _edit(good, "A = 2\n")
+    _edit(bad, "B = (\n")
+    with caplog.at_level(logging.ERROR, "squall.general"):
+        watcher.check()
+    assert restarts == []
+    assert "bad.py:1" in caplog.text
+
+    # Nothing new: still waiting for the broken file.
+    watcher.check()
+    assert restarts == []
+
+    # The broken file goes away: the held restart happens.
+    bad.unlink()
+    watcher.check()
+    assert restarts == [1]

@@ -148,6 +148,10 @@ class _Watcher:
         changed = [path for path in _files_to_watch() if self._changed(path)]
         if not changed and not self._pending:
             return
+        for path in list(self._broken):
+            # A broken file that was deleted no longer stands in the way.
+            if not os.path.exists(path):
+                del self._broken[path]
         for path in changed:
             problem = _compile_problem(path)
             if problem is None:
