@@ -336,3 +336,76 @@ def test_stream_buffer_borrows_large_and_releases() -> None:
     assert len(buf) == 0
     with pytest.raises(ValueError):
         buf.advance(1)
+
+
+CERT_DIR = os.path.join(os.path.dirname(__file__), "..", "src", "squall", "test")
+SERVER_SSL = {"certfile": os.path.join(CERT_DIR, "test.crt"), "keyfile": os.path.join(CERT_DIR, "test.key")}
+
+
+def client_context() -> Any:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def test_tls_server_stream_handshake_and_backpressure(loop_name: str) -> None:
+    from squall.iostream import SSLIOStream
+    from squall.tcpserver import TCPServer
+
+    async def main() -> None:
+        accepted: asyncio.Future[SSLIOStream] = asyncio.get_running_loop().create_future()
+        ciphers: list[Any] = []
+
+        class Server(TCPServer):
+            async def handle_stream(self, stream: Any, address: Any) -> None:
+                # Handed over before the handshake, as in Tornado.
+                ciphers.append(stream.socket.cipher())
+                await stream.wait_for_handshake()
+                ciphers.append(stream.socket.cipher())
+                accepted.set_result(stream)
+
+        server = Server(ssl_options=SERVER_SSL)
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        server.add_socket(listener)
+        client = SSLIOStream(socket.socket(), ssl_options=client_context())
+        await client.connect(("127.0.0.1", port))
+        stream = await accepted
+        assert ciphers[0] is None and ciphers[1] is not None
+        # Nobody reads: the socket's back-pressure must reach the writer.
+        fut = stream.write(b"x" * (8 * 1024 * 1024))
+        await asyncio.sleep(0.05)
+        assert stream.writing() and not fut.done()
+        data = await client.read_bytes(8 * 1024 * 1024)
+        assert len(data) == 8 * 1024 * 1024
+        await fut
+        await stream.write(b"ping")
+        assert await client.read_bytes(4) == b"ping"
+        stream.close()
+        assert await client.read_until_close() == b""
+        server.stop()
+
+    run(loop_name, main)
+
+
+def test_start_tls_upgrade(loop_name: str) -> None:
+    async def main() -> None:
+        server, client = await stream_pair()
+        client.write(b"STARTTLS\r\n")
+        assert await server.read_until(b"\r\n") == b"STARTTLS\r\n"
+        tls_server_f = server.start_tls(True, SERVER_SSL)
+        tls_client = await client.start_tls(False, client_context())
+        tls_server = await tls_server_f
+        await tls_client.write(b"secret\n")
+        assert await tls_server.read_until(b"\n") == b"secret\n"
+        with pytest.raises(ValueError):
+            client.start_tls(False, client_context())  # handed over: no longer usable
+        tls_client.close()
+        tls_server.close()
+
+    run(loop_name, main)

@@ -784,8 +784,12 @@ class BaseIOStream(asyncio.BufferedProtocol):
         """True while written data has not yet been sent."""
         if self._write_buffer:
             return True
-        transport = self._writer
-        return transport is not None and not self._closed and transport.get_write_buffer_size() > 0
+        return not self._closed and self._unsent() > 0
+
+    def _unsent(self) -> int:
+        # Bytes handed to the transport but not yet to the kernel.
+        writer = self._writer
+        return writer.get_write_buffer_size() if writer is not None else 0
 
     def _fail_writes(self) -> None:
         if self._write_buffer is not None:
@@ -862,11 +866,12 @@ class BaseIOStream(asyncio.BufferedProtocol):
         # sent (their futures failed), so the rest is dropped at once, as
         # Tornado does; otherwise what the transport accepted is flushed.
         writer = self._writer
-        if writer is not None and not writer.is_closing() and writer.get_write_buffer_size():
+        if writer is not None and not writer.is_closing() and self._unsent():
             if abandoned:
                 writer.abort()
             else:
-                self._loop.call_later(_CLOSE_FLUSH_TIMEOUT, _abort_if_open, writer)
+                # Aborting a transport that has closed meanwhile does nothing.
+                self._loop.call_later(_CLOSE_FLUSH_TIMEOUT, writer.abort)
         self.close_fd()
 
     def _run_close_callback(self) -> None:
@@ -885,11 +890,6 @@ class BaseIOStream(asyncio.BufferedProtocol):
         """Set ``TCP_NODELAY``: with True, small writes are sent at once
         instead of being coalesced by Nagle's algorithm. Does nothing for
         non-TCP streams."""
-
-
-def _abort_if_open(transport: asyncio.WriteTransport) -> None:
-    if transport.get_write_buffer_size():
-        transport.abort()
 
 
 def _log_callback_failure(future: asyncio.Future[Any]) -> None:
@@ -1144,6 +1144,67 @@ class _TLSSocketView:
         return getattr(self._sock, name)
 
 
+class _FlowShim(asyncio.Protocol):
+    """Sits between a TCP transport and asyncio's TLS protocol above it, so
+    that the socket's back-pressure reaches the stream: asyncio's TLS layer
+    (and uvloop's) passes all encrypted data down to the TCP transport
+    without ever pausing the application protocol."""
+
+    __slots__ = ("_tls", "_stream")
+
+    def __init__(self, tls: Any, stream: BaseIOStream) -> None:
+        self._tls = tls
+        self._stream = stream
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._tls.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._tls.pause_writing()
+        self._stream.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._tls.resume_writing()
+        self._stream.resume_writing()
+
+    def eof_received(self) -> Optional[bool]:
+        return self._tls.eof_received()  # type: ignore[no-any-return]
+
+    def data_received(self, data: bytes) -> None:
+        self._tls.data_received(data)
+
+
+class _BufferedFlowShim(_FlowShim, asyncio.BufferedProtocol):
+    """`_FlowShim` for a TLS protocol that receives into its own buffers."""
+
+    __slots__ = ()
+
+    def get_buffer(self, sizehint: int) -> Any:
+        return self._tls.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._tls.buffer_updated(nbytes)
+
+    def data_received(self, data: bytes) -> None:
+        # uvloop keeps delivering through data_received to a protocol set
+        # while the transport reads; the TLS protocol only takes buffers.
+        tls = self._tls
+        view = memoryview(data)
+        while view:
+            target = memoryview(tls.get_buffer(len(view))).cast("B")
+            count = min(len(target), len(view))
+            target[:count] = view[:count]
+            target.release()
+            view = view[count:]
+            tls.buffer_updated(count)
+
+
+def _flow_shim(tls: Any, stream: BaseIOStream) -> _FlowShim:
+    if hasattr(tls, "get_buffer"):
+        return _BufferedFlowShim(tls, stream)
+    return _FlowShim(tls, stream)
+
+
 class SSLIOStream(IOStream):
     """A stream over a TLS connection.
 
@@ -1162,7 +1223,14 @@ class SSLIOStream(IOStream):
     WARNING ("SSL Error ...") and closes the stream.
     """
 
-    __slots__ = ("_ssl_context", "_server_side", "_server_hostname", "_handshake_done", "_handshake_waiter")
+    __slots__ = (
+        "_ssl_context",
+        "_server_side",
+        "_server_hostname",
+        "_handshake_done",
+        "_handshake_waiter",
+        "_raw_transport",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         ssl_options = kwargs.pop("ssl_options", None)
@@ -1194,6 +1262,8 @@ class SSLIOStream(IOStream):
         self._server_hostname = server_hostname
         self._handshake_done = False
         self._handshake_waiter: Optional[asyncio.Future[None]] = None
+        # The TCP transport under the TLS one, once the handshake is done.
+        self._raw_transport: Optional[asyncio.WriteTransport] = None
 
     @classmethod
     def _bare(cls, on_connected: Optional[Callable[[BaseIOStream, Any], None]], *args: Any) -> SSLIOStream:
@@ -1223,13 +1293,10 @@ class SSLIOStream(IOStream):
             transport.close()
             return
         self._set_socket_from(transport)
-        if transport.get_extra_info("ssl_object") is not None:
-            # The loop did the handshake (a client, or a wrapped socket).
-            BaseIOStream.connection_made(self, transport)
-            return
-        # An accepted TCP connection: the application sees the stream at
-        # once, as in Tornado, and the handshake runs meanwhile. Nothing may
-        # be read before the TLS layer takes over the transport.
+        # The TCP connection is up; TLS is layered on with loop.start_tls.
+        # A server's application sees the stream at once, as in Tornado,
+        # and the handshake runs meanwhile. Nothing may be read before the
+        # TLS layer takes over the transport.
         transport.pause_reading()  # type: ignore[attr-defined]
         on_connected = self._on_connected
         self._on_connected = None
@@ -1251,13 +1318,16 @@ class SSLIOStream(IOStream):
         return future
 
     async def _handshake(self, raw: asyncio.BaseTransport, future: asyncio.Future[Any]) -> None:
+        server_side = self._server_side
         try:
             transport = await self._loop.start_tls(
                 raw,  # type: ignore[arg-type]
                 self,
-                self._ssl_context,  # type: ignore[arg-type]
-                server_side=self._server_side,
-                server_hostname=None if self._server_side else (self._server_hostname or ""),
+                self._ssl_context or _ssl_context(None, server_side),
+                server_side=server_side,
+                # An empty name turns host name checking off, which is what
+                # a context with check_hostname=False asks for anyway.
+                server_hostname=None if server_side else (self._server_hostname or ""),
             )
         except asyncio.CancelledError:
             raw.abort()  # type: ignore[attr-defined]
@@ -1269,37 +1339,27 @@ class SSLIOStream(IOStream):
         if transport is None:
             self.close()
             return
+        self._raw_transport = raw  # type: ignore[assignment]
+        raw.set_protocol(_flow_shim(raw.get_protocol(), self))
         self._attach(transport)
 
     def _handshake_failed(self, exc: Exception, future: Optional[asyncio.Future[Any]]) -> None:
         if isinstance(exc, ssl.SSLError):
             gen_log.warning("SSL Error on %s %s: %s", self.fileno(), self._peer(), exc)
             _fail(future, exc)
+            _fail(self._connect_future, exc)
             _fail(self._handshake_waiter, exc)
         self.close(exc_info=exc)
+
+    def _unsent(self) -> int:
+        raw = self._raw_transport
+        return super()._unsent() + (raw.get_write_buffer_size() if raw is not None else 0)
 
     def _peer(self) -> Any:
         try:
             return self._sock().getpeername()
         except (OSError, AttributeError):
             return None
-
-    async def _open_transport(self) -> None:
-        server_side = self._server_side
-        context = self._ssl_context or _ssl_context(None, server_side)
-        try:
-            if server_side:
-                await self._loop.connect_accepted_socket(lambda: self, self._sock(), ssl=context)
-            else:
-                # An empty name turns host name checking off, which is what
-                # a context with check_hostname=False asks for anyway.
-                await self._loop.create_connection(
-                    lambda: self, sock=self._sock(), ssl=context, server_hostname=self._server_hostname or ""
-                )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._handshake_failed(exc, self._connect_future)
 
     def connect(self, address: Any, server_hostname: Optional[str] = None) -> asyncio.Future[IOStream]:
         """Connect to ``address`` and do the TLS handshake; the future
