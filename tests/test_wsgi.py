@@ -14,7 +14,8 @@ import pytest
 
 from squall.concurrent import dummy_executor
 from squall.httpserver import HTTPServer
-from squall.testing import bind_unused_port
+from squall.simple_httpclient import HTTPStreamClosedError
+from squall.testing import AsyncHTTPSTestCase, ExpectLog, bind_unused_port
 from squall.web import Application, FallbackHandler, RequestHandler
 from squall.wsgi import HTTPRequest, WSGIContainer, to_wsgi_str
 from squall import httputil
@@ -428,3 +429,21 @@ def test_bad_arguments_raise_at_once() -> None:
         to_wsgi_str("text")  # type: ignore[arg-type]
     assert to_wsgi_str(b"caf\xc3\xa9") == "caf\u00c3\u00a9"
     assert HTTPRequest is httputil.HTTPServerRequest
+
+
+class HTTPSMidStreamErrorTest(AsyncHTTPSTestCase):
+    """Over HTTPS the connection runs on an IOStream: an error mid-body
+    must cut it there too, not leave the client waiting."""
+
+    def get_app(self) -> Application:
+        def app(environ: dict[str, Any], start_response: Any) -> Any:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"partial"
+            raise RuntimeError("halfway")
+
+        return Application([(r".*", FallbackHandler, dict(fallback=WSGIContainer(app)))])
+
+    def test_error_mid_stream_cuts_the_connection(self) -> None:
+        with ExpectLog("squall.application", "Uncaught exception in WSGI application"):
+            with pytest.raises(HTTPStreamClosedError):
+                self.fetch("/", request_timeout=TIMEOUT)
