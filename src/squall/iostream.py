@@ -669,7 +669,10 @@ class BaseIOStream(asyncio.BufferedProtocol):
             self.close(exc_info=error)
 
     def eof_received(self) -> Optional[bool]:
-        """Protocol callback: the peer closed its end; the stream closes."""
+        """Protocol callback: the peer closed its end; the stream closes at
+        once, as in Tornado (a TLS transport would otherwise first wait to
+        flush what the peer will never read)."""
+        self.close()
         return None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
