@@ -1269,7 +1269,7 @@ class RequestHandler:
         """Set the ``Etag`` header from `compute_etag` (if it gives one)."""
         etag = self.compute_etag()
         if etag is not None:
-            self.set_header("Etag", etag)
+            self._headers["Etag"] = _convert_header_value(etag)
 
     def check_etag_header(self) -> bool:
         """Whether the response's ``Etag`` matches the request's ``If-None-Match``.
@@ -2545,7 +2545,7 @@ class _ApplicationRouter(ReversibleRuleRouter):
     def get_target_delegate(
         self, target: Any, request: httputil.HTTPServerRequest, **target_params: Any
     ) -> Optional[httputil.HTTPMessageDelegate]:
-        if isclass(target) and issubclass(target, RequestHandler):
+        if isinstance(target, type) and issubclass(target, RequestHandler):
             return self.application.get_handler_delegate(request, target, **target_params)
         return super().get_target_delegate(target, request, **target_params)
 
@@ -2636,7 +2636,8 @@ class Application(ReversibleRouter):
             self.settings.setdefault("static_hash_cache", False)
             self.settings.setdefault("serve_traceback", True)
         self.wildcard_router = _ApplicationRouter(self, handlers)
-        self.default_router = _ApplicationRouter(self, [Rule(AnyMatches(), self.wildcard_router)])
+        self._any_host_rule = Rule(AnyMatches(), self.wildcard_router)
+        self.default_router = _ApplicationRouter(self, [self._any_host_rule])
         if self.settings.get("autoreload"):
             from squall import autoreload
 
@@ -2726,7 +2727,12 @@ class Application(ReversibleRouter):
     def find_handler(
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> "_HandlerDelegate":
-        route = self.default_router.find_handler(request)
+        rules = self.default_router.rules
+        if len(rules) == 1 and rules[0] is self._any_host_rule:
+            # No host-specific rules: skip the level that would only say so.
+            route = self.wildcard_router.find_handler(request)
+        else:
+            route = self.default_router.find_handler(request)
         if route is not None:
             return cast("_HandlerDelegate", route)
         if self.settings.get("default_handler_class"):
