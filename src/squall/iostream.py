@@ -1490,3 +1490,11 @@ class PipeIOStream(BaseIOStream):
 
     def write_to_fd(self, data: memoryview) -> int:
         return os.write(self.fd, data)
+
+
+def doctests() -> Any:
+    """This module's doctests as a `unittest` suite (Tornado's test runner
+    collects one such suite per module)."""
+    import doctest
+
+    return doctest.DocTestSuite()
