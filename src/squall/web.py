@@ -76,7 +76,7 @@ from squall.routing import (
     URLSpec,
     _RuleSpec,
 )
-from squall.util import ObjectDict, import_object
+from squall.util import ObjectDict
 
 __all__ = [
     "Application",
@@ -1510,6 +1510,9 @@ def _checked_header_name(name: str) -> str:
 
 
 def _convert_header_value(value: _HeaderTypes) -> str:
+    if type(value) is str and value.isascii() and value.isprintable():
+        # Printable ASCII is always a valid value: skip the regex.
+        return value
     if isinstance(value, str):
         converted = value
     elif isinstance(value, bytes):
