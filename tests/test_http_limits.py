@@ -180,7 +180,7 @@ def test_header_block_too_large(caplog, pieces):
             assert (await raw_exchange(port, ok))[0] == 200
 
     run(main())
-    check_logged_once(caplog, "Request head too large")
+    check_logged_once(caplog, "Unsatisfiable read, closing connection: request head of")
 
 
 def test_default_header_limit_is_64k(caplog):
@@ -193,7 +193,7 @@ def test_default_header_limit_is_64k(caplog):
             await expect_error(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n", 431)
 
     run(main())
-    check_logged_once(caplog, "Request head too large")
+    check_logged_once(caplog, "Unsatisfiable read, closing connection: request head of")
 
 
 def test_body_too_large_by_content_length(caplog):

@@ -968,3 +968,121 @@ def test_unknown_method_reaches_the_application():
 
     run(main())
     assert seen == [("FOO", b"hi"), ("BREW", b"")]
+
+
+# --- Taking the connection over, other transports ----------------------------------
+
+
+@pytest.mark.parametrize("respond_later", [False, True], ids=["at once", "later"])
+def test_detach_after_upgrade_keeps_early_bytes(respond_later):
+    # The client sends its first bytes of the new protocol right behind the
+    # upgrade request; they must reach the detached stream.
+    echoed = []
+
+    async def take_over(d: _Delegate) -> None:
+        if respond_later:
+            await asyncio.sleep(0.02)
+        d.conn.write_headers(
+            ResponseStartLine("HTTP/1.1", 101, "Switching Protocols"),
+            HTTPHeaders({"Connection": "Upgrade", "Upgrade": "echo"}),
+        )
+        d.conn.finish()
+        stream = d.conn.detach()  # type: ignore[attr-defined]
+        data = await stream.read_until(b"!")
+        echoed.append(data)
+        await stream.write(b"echo:" + data)
+        stream.close()
+
+    def finish(d: _Delegate) -> None:
+        asyncio.ensure_future(take_over(d))
+
+    async def main():
+        async with serving(DelegateApp(on_finish=finish)) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly"
+            )
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert b"Transfer-Encoding" not in head and b"Connection: Upgrade" in head
+            writer.write(b" and late!")
+            assert await asyncio.wait_for(reader.read(), 5) == b"echo:early and late!"
+            writer.close()
+
+    run(main())
+    assert echoed == [b"early and late!"]
+
+
+def test_declined_upgrade_keeps_serving_http():
+    async def main():
+        async with serving(hello_app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            assert (await read_response(reader))[2] == b"hello /up"
+            assert (await read_response(reader))[2] == b"hello /next"
+            writer.close()
+
+    run(main())
+
+
+def test_https(tmp_path):
+    import ssl
+
+    from squall.testing import AsyncHTTPSTestCase
+
+    options = AsyncHTTPSTestCase.default_ssl_options()
+
+    async def main():
+        async with serving(hello_app, ssl_options=options) as port:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            for path in (b"/a", b"/b"):
+                writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                assert (await read_response(reader))[2] == b"hello " + path
+            writer.close()
+
+    run(main())
+
+
+def test_https_protocol_seen_by_application():
+    import ssl
+
+    from squall.testing import AsyncHTTPSTestCase
+
+    async def main():
+        async with serving(_ip_app, ssl_options=AsyncHTTPSTestCase.default_ssl_options()) as port:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await read_response(reader))[2] == b"127.0.0.1 https"
+            writer.close()
+
+    run(main())
+
+
+def test_unix_socket(tmp_path):
+    from squall.netutil import bind_unix_socket
+
+    path = str(tmp_path / "http.sock")
+
+    async def main():
+        server = HTTPServer(_ip_app)
+        server.add_sockets([bind_unix_socket(path)])
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"GET / HTTP/1.0\r\n\r\n")
+            code, _, body = await read_response(reader)
+            assert (code, body) == (200, b"0.0.0.0 http")
+            writer.close()
+        finally:
+            server.stop()
+            await server.close_all_connections()
+
+    run(main())

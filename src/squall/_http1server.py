@@ -178,6 +178,10 @@ class _Stop(Exception):
 _NOT_DIGITS = "Only integer Content-Length is allowed"
 
 
+def _head_too_large(size: int, limit: int) -> str:
+    return f"request head of {size}+ bytes is over the {limit}-byte limit (answered 431)"
+
+
 def _llhttp_reason(message: str, data: bytes) -> str:
     """Describe llhttp's complaint about ``data`` in squall's words.
 
@@ -251,6 +255,20 @@ def _rewrite_head(data: bytes, unknown_method: bool) -> Optional[tuple[bytes, Op
 
 
 _BARE_LF_RE = re.compile(rb"(?<!\r)\n")
+
+
+def _feed_protocol(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Deliver ``data`` to ``protocol`` as its transport would."""
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        view = memoryview(data)
+        while view:
+            buffer = protocol.get_buffer(len(view))
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+    else:
+        protocol.data_received(data)  # type: ignore[attr-defined]
 
 
 class _HeadCollector:
@@ -989,7 +1007,7 @@ class _ServerProtocol(asyncio.Protocol):
         for name, value in raw:
             size += len(name) + len(value) + 4
         if size > self._max_header_size:
-            raise _PeerError(431, f"Request head too large ({size} bytes)")
+            raise _PeerError(431, _head_too_large(size, self._max_header_size))
 
     def _check_partial_head(self, received: int) -> None:
         # The current head is not complete after this read.
@@ -997,7 +1015,7 @@ class _ServerProtocol(asyncio.Protocol):
         if len(self._url) > MAX_URL_SIZE:
             self._parse_error(414, f"Request-target too long ({len(self._url)}+ bytes)")
         elif self._head_bytes > self._max_header_size:
-            self._parse_error(431, f"Request head too large ({self._head_bytes}+ bytes)")
+            self._parse_error(431, _head_too_large(self._head_bytes, self._max_header_size))
 
     # -- delivery side: events to the application, in order -------------------
 
@@ -1335,7 +1353,12 @@ class _ServerProtocol(asyncio.Protocol):
         response has started, and close."""
         if self._closing or self._closed:
             return
-        gen_log.log(_PEER_ERROR_LEVEL, "Malformed HTTP message from %s: %s", self._context, reason)
+        if status == 431:
+            # Tornado's wording for the same event, which log filters of
+            # existing deployments may look for.
+            gen_log.log(_PEER_ERROR_LEVEL, "Unsatisfiable read, closing connection: %s from %s", reason, self._context)
+        else:
+            gen_log.log(_PEER_ERROR_LEVEL, "Malformed HTTP message from %s: %s", self._context, reason)
         self._pstate = _DONE
         tx = self._tx
         rx = self._rx
@@ -1456,8 +1479,10 @@ class _ServerProtocol(asyncio.Protocol):
         # accepts (detach), and is parsed as HTTP again if it does not.
         tail = data[offset:]
         if self._detached:
+            # Detached while this read was parsed: hand the new protocol
+            # what followed the request.
             if tail:
-                self._transport.get_protocol().data_received(tail)
+                _feed_protocol(self._transport.get_protocol(), tail)
             return
         self._upgrade_tail = tail
         self._pstate = _DONE
