@@ -76,7 +76,7 @@ from squall.routing import (
     URLSpec,
     _RuleSpec,
 )
-from squall.util import ObjectDict
+from squall.util import ObjectDict, _websocket_mask
 
 __all__ = [
     "Application",
@@ -1935,12 +1935,13 @@ class StaticFileHandler(RequestHandler):
         start: Optional[int] = None
         end: Optional[int] = None
         range_header = self.request.headers.get("Range")
-        requested = _parse_range(range_header) if range_header else None
+        # An unreadable Range header is ignored (RFC 9110 section 14.2).
+        requested = httputil._parse_request_range(range_header) if range_header else None
         if requested is not None:
             start, end = requested
-            if start < 0:
+            if start is not None and start < 0:
                 start = max(start + size, 0)
-            if start >= size or (end is not None and start >= end) or end == 0:
+            if (start is not None and (start >= size or (end is not None and start >= end))) or end == 0:
                 # Unsatisfiable (RFC 9110 section 14.1.2): nothing of the
                 # representation lies in the range.
                 self.set_status(416)
@@ -1950,14 +1951,11 @@ class StaticFileHandler(RequestHandler):
             if end is not None and end > size:
                 # Clients ask for huge ranges to cap their download; serve the file.
                 end = size
-            if (end if end is not None else size) - start != size:
+            if (end if end is not None else size) - (start or 0) != size:
                 # 206 only for a real part: some players refuse a 206 that
                 # answers "bytes=0-".
                 self.set_status(206)
-                self.set_header(
-                    "Content-Range",
-                    "bytes %d-%d/%d" % (start, (end if end is not None else size) - 1, size),
-                )
+                self.set_header("Content-Range", httputil._get_content_range(start, end, size))
             else:
                 start = end = None
         if start is not None and end is not None:
@@ -2248,35 +2246,6 @@ class StaticFileHandler(RequestHandler):
 
 def _with_sep(directory: str) -> str:
     return directory if directory.endswith(os.path.sep) else directory + os.path.sep
-
-
-def _parse_range(header: str) -> Optional[tuple[int, Optional[int]]]:
-    """Parse a single ``bytes=`` range (RFC 9110 section 14.1.2).
-
-    Returns (start, end) with ``end`` exclusive or None; a suffix range
-    ``bytes=-N`` gives (-N, None), and ``bytes=-0`` (satisfiable by nothing)
-    gives (0, 0). Anything else, multiple ranges included, gives None: the
-    header is then ignored, as the RFC allows.
-    """
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes":
-        return None
-    first, dash, last = spec.strip().partition("-")
-    first = first.strip()
-    last = last.strip()
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
-        return None
-    if not first.isascii() or not last.isascii():
-        return None
-    if first == "":
-        if last == "" or not dash:
-            return None
-        suffix = int(last)
-        return (-suffix, None) if suffix else (0, 0)
-    start = int(first)
-    if last == "":
-        return start, None
-    return start, int(last) + 1
 
 
 class OutputTransform:
@@ -3139,13 +3108,3 @@ def get_signature_key_version(value: Union[str, bytes]) -> Optional[int]:
     except ValueError:
         return None
     return key_version
-
-
-def _websocket_mask(mask: bytes, data: bytes) -> bytes:
-    """XOR ``data`` with the 4-byte ``mask`` repeated (RFC 6455 section 5.3)."""
-    if not data:
-        return b""
-    repeated = (mask * (len(data) // 4 + 1))[: len(data)]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
-        len(data), "big"
-    )
