@@ -158,6 +158,8 @@ _FIELD_LENGTH = re.compile(rb"[0-9]{1,10}\Z")
 _SPECIAL_SCHEMES = frozenset(("http", "https", "ws", "wss", "ftp", "file"))
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 _URL_AUTHORITY_END = re.compile(r"[/?#]")
+# What browsers strip from both ends of a URL (WHATWG URL parsing).
+_C0_CONTROLS_AND_SPACE = "".join(map(chr, range(0x21)))
 # Seconds in a day, for cookie and signed value lifetimes.
 _DAY = 86400
 # Signed values dated further in the future than this are refused: a value
@@ -1829,8 +1831,7 @@ def _scheme_and_netloc(url: str) -> tuple[str, Optional[str]]:
     i.e. relative). Mimics the browser's leniency: surrounding spaces and
     embedded tabs and newlines are dropped, backslashes count as slashes and
     any number of slashes may precede the host."""
-    normalized = url.strip("\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f"
-                           "\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f ")
+    normalized = url.strip(_C0_CONTROLS_AND_SPACE)
     normalized = normalized.replace("\t", "").replace("\n", "").replace("\r", "")
     normalized = normalized.replace("\\", "/")
     found = _URL_SCHEME.match(normalized)
