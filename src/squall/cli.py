@@ -357,10 +357,16 @@ def _run(args: argparse.Namespace) -> int:
         )
     per_worker = processes > 1 and _reuse_port_balances()
     groups = _bind_groups(args, processes if per_worker else 1)
-    scheme = "https" if ssl_context is not None else "http"
-    workers = f"{processes} workers" if processes > 1 else f"pid {os.getpid()}"
+    where = _display_address(groups[0][0])
+    if isinstance(target, httputil.HTTPServerConnectionDelegate):
+        # Known to speak HTTP: print a URL one can click. A factory's
+        # product is only known in the workers, so it gets the bare address.
+        where = ("https://" if ssl_context is not None else "http://") + where
+    details = [f"{processes} workers" if processes > 1 else f"pid {os.getpid()}", loop_name]
+    if ssl_context is not None:
+        details.append("TLS")
     print(
-        f"squall: serving {args.target} on {scheme}://{_display_address(groups[0][0])} ({workers}, {loop_name})",
+        f"squall: serving {args.target} on {where} ({', '.join(details)})",
         file=sys.stderr,
         flush=True,
     )
