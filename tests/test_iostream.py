@@ -409,3 +409,34 @@ def test_start_tls_upgrade(loop_name: str) -> None:
         tls_server.close()
 
     run(loop_name, main)
+
+
+def test_write_then_close_at_once_on_a_connected_socket_sends_the_data() -> None:
+    # ``IOStream(sock).write(...)`` followed straight away by ``close()``:
+    # the bytes were written to a connected socket, so the peer gets them.
+    import socket as _socket
+
+    from squall.iostream import IOStream
+
+    async def main() -> bytes:
+        listener = _socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = _socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        listener.close()
+        client.setblocking(False)
+        stream = IOStream(client)
+        stream.write(b"request bytes")
+        stream.close()
+        server.settimeout(5)
+        data = b""
+        while True:
+            chunk = server.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        server.close()
+        return data
+
+    assert asyncio.run(main()) == b"request bytes"

@@ -987,6 +987,31 @@ class IOStream(BaseIOStream):
         except Exception as exc:
             self.close(exc_info=exc)
 
+    def close(self, exc_info: _ExcInfo = False) -> None:
+        if not exc_info and not self._closed and self._writer is None and self._write_buffer:
+            self._send_queued_directly()
+        super().close(exc_info)
+
+    def _send_queued_directly(self) -> None:
+        # ``IOStream(connected_sock).write(data); close()`` in one go: the
+        # transport is not set up yet, but the data was written to a
+        # connected socket, so it goes out now (as far as the kernel takes
+        # it without blocking) rather than being dropped by the close.
+        sock = self._sock()
+        pending = self._write_buffer
+        if sock is None or pending is None or self._connect_future is not None or isinstance(self, SSLIOStream):
+            return
+        try:
+            while pending:
+                with pending.peek(len(pending)) as view:
+                    sent = sock.send(view)
+                pending.advance(sent)
+        except OSError:
+            return
+        waiters = self._write_waiters
+        while waiters:
+            _resolve(waiters.popleft(), None)
+
     def fileno(self) -> Union[int, Any]:
         sock = self._sock()
         return sock.fileno() if sock is not None else -1
