@@ -109,18 +109,17 @@ _CHUNKED_END = b"0\r\n\r\n"
 
 # --- Date header, formatted once per second -------------------------------
 
-_date_second = 0
+# The current "Date: ...<CRLF>" line, and the time from which it is stale.
 _date_line = ""
+_date_stale_at = 0.0
+_time = time.time
 
 
-def _date_header_line() -> str:
-    """Return ``"Date: <IMF-fixdate>\\r\\n"`` for the current second."""
-    global _date_second, _date_line
-    now = time.time()
+def _refresh_date_line(now: float) -> str:
+    global _date_line, _date_stale_at
     second = int(now)
-    if second != _date_second:
-        _date_second = second
-        _date_line = f"Date: {formatdate(second, usegmt=True)}\r\n"
+    _date_line = "Date: " + formatdate(second, usegmt=True) + "\r\n"
+    _date_stale_at = second + 1.0
     return _date_line
 
 
@@ -459,32 +458,22 @@ class _RequestConnection(HTTPConnection):
         status = _status_lines.get(start_line)  # type: ignore[arg-type]
         if status is None:
             status = _status_line(start_line)  # type: ignore[arg-type]
-        lines = [status]
+        if type(headers) is not HTTPHeaders:
+            headers = _as_http_headers(headers)
+        as_list = headers._as_list
+        lines = [f"{name}: {value}\r\n" for name, values in as_list.items() for value in values]
+        lines.insert(0, status)
         append = lines.append
-        content_length = None
-        transfer_encoding = None
-        connection = None
-        has_date = False
-        if type(headers) is HTTPHeaders:
-            items = headers._as_list.items()
-        else:
-            items = ((name, [value]) for name, value in _header_pairs(headers))
-        for name, values in items:
-            if name in _RESPONSE_ROLES:
-                value = values[-1]
-                if name == "Content-Length":
-                    content_length = value
-                elif name == "Transfer-Encoding":
-                    transfer_encoding = value
-                elif name == "Connection":
-                    connection = value
-                else:
-                    has_date = True
-            if len(values) == 1:
-                append(f"{name}: {values[0]}\r\n")
-            else:
-                for value in values:
-                    append(f"{name}: {value}\r\n")
+        content_length = as_list.get("Content-Length")
+        if content_length is not None:
+            content_length = content_length[-1]
+        transfer_encoding = as_list.get("Transfer-Encoding")
+        if transfer_encoding is not None:
+            transfer_encoding = transfer_encoding[-1]
+        connection = as_list.get("Connection")
+        if connection is not None:
+            connection = ",".join(connection)
+        has_date = "Date" in as_list
         code = start_line.code  # type: ignore[union-attr]
         request_line = self._start_line
         version = request_line.version
@@ -502,7 +491,8 @@ class _RequestConnection(HTTPConnection):
             else:
                 keep_alive = False
         elif content_length is not None:
-            if not _DIGITS_RE.fullmatch(content_length):
+            # Only ASCII digits: int() would also take "+1", "1_0" and " 1".
+            if not (content_length.isascii() and content_length.isdigit()):
                 raise HTTPOutputError(f"Invalid Content-Length {content_length!r}")
             self._remaining = int(content_length)
         elif version == "HTTP/1.1":
@@ -518,7 +508,8 @@ class _RequestConnection(HTTPConnection):
             elif version == "HTTP/1.1" and code != 101:
                 append("Connection: close\r\n")
         if not has_date:
-            append(_date_header_line())
+            now = _time()
+            append(_date_line if now < _date_stale_at else _refresh_date_line(now))
         append("\r\n")
         text = "".join(lines)
         # Each line must end in the one CRLF we put there: a CR or LF inside
@@ -531,7 +522,13 @@ class _RequestConnection(HTTPConnection):
         self._wstate = _STARTED
         data = text.encode("latin-1")
         if chunk:
-            data += self._frame(chunk)
+            remaining = self._remaining
+            if remaining is not None and remaining >= len(chunk) and not self._no_body:
+                # The usual small response: the whole body in this call.
+                self._remaining = remaining - len(chunk)
+                data += chunk
+            else:
+                data += self._frame(chunk)
         return self._proto._write(data)
 
     def write(self, chunk: bytes) -> "asyncio.Future[None]":
@@ -597,8 +594,6 @@ class _RequestConnection(HTTPConnection):
         return f"<_RequestConnection {self._start_line!r} from {self.context}>"
 
 
-_RESPONSE_ROLES = frozenset(("Content-Length", "Transfer-Encoding", "Connection", "Date"))
-_DIGITS_RE = re.compile(r"[0-9]+")
 _CR_OR_LF_RE = re.compile(r"\r|\n")
 
 # Status lines seen so far (the usual handful), formatted once.
@@ -618,9 +613,13 @@ def _status_line(start_line: ResponseStartLine) -> str:
     return line
 
 
-def _header_pairs(headers: Any) -> Any:
-    get_all = getattr(headers, "get_all", None)
-    return get_all() if get_all is not None else headers.items()
+def _as_http_headers(headers: Any) -> HTTPHeaders:
+    # Any mapping (or HTTPHeaders subclass) the application passed.
+    converted = HTTPHeaders()
+    pairs = headers.get_all() if hasattr(headers, "get_all") else headers.items()
+    for name, value in pairs:
+        converted._as_list.setdefault(httputil._normalize_header(name), []).append(value)
+    return converted
 
 
 class _ServerProtocol(asyncio.Protocol):
@@ -676,7 +675,7 @@ class _ServerProtocol(asyncio.Protocol):
 
     def __init__(self, server: Any, params: "HTTP1ConnectionParameters", idle_timeout: float) -> None:
         self._server = server
-        self._start_request = server.start_request
+        self._start_request = server._start_request
         self._params = params
         self._idle_timeout = idle_timeout
         header_timeout = params.header_timeout or HEADER_TIMEOUT

@@ -25,6 +25,7 @@ or with several processes sharing the port::
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from typing import Any, Awaitable, Callable, Optional, Union
 
@@ -139,10 +140,14 @@ class HTTPServer(TCPServer, Configurable, httputil.HTTPServerConnectionDelegate)
         self.trusted_downstream = set(trusted_downstream or [])
         # What the protocol reads for each connection's context.
         self._http_protocol = protocol
-        if isinstance(request_callback, httputil.HTTPServerConnectionDelegate):
-            self._delegate_start = request_callback.start_request
+        # What each connection calls to start a request: straight into the
+        # application when there is nothing to wrap (one call fewer each).
+        if xheaders:
+            self._start_request = self.start_request
+        elif isinstance(request_callback, httputil.HTTPServerConnectionDelegate):
+            self._start_request = request_callback.start_request
         else:
-            self._delegate_start = None
+            self._start_request = functools.partial(_CallableAdapter, request_callback)
 
     @classmethod
     def configurable_base(cls) -> type[Configurable]:
@@ -188,11 +193,10 @@ class HTTPServer(TCPServer, Configurable, httputil.HTTPServerConnectionDelegate)
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
-        start = self._delegate_start
-        if start is not None:
-            delegate = start(server_conn, request_conn)
+        if isinstance(self.request_callback, httputil.HTTPServerConnectionDelegate):
+            delegate = self.request_callback.start_request(server_conn, request_conn)
         else:
-            delegate = _CallableAdapter(self.request_callback, request_conn, server_conn)
+            delegate = _CallableAdapter(self.request_callback, server_conn, request_conn)
         if self.xheaders:
             delegate = _ProxyAdapter(delegate, request_conn)
         return delegate
@@ -215,8 +219,8 @@ class _CallableAdapter(httputil.HTTPMessageDelegate):
     def __init__(
         self,
         callback: Callable[[HTTPServerRequest], Any],
-        connection: httputil.HTTPConnection,
         server_conn: object,
+        connection: httputil.HTTPConnection,
     ) -> None:
         self._callback = callback
         self._connection = connection

@@ -250,9 +250,18 @@ class HTTPHeaders(collections.abc.MutableMapping):
         # so that reading a long repeated header stays linear. Entries are
         # dropped whenever the name's values change.
         self._combined: Dict[str, str] = {}
+        if not args and not kwargs:
+            return
         if len(args) == 1 and not kwargs and isinstance(args[0], HTTPHeaders):
             for name, values in args[0]._as_list.items():
                 self._as_list[name] = list(values)
+        elif len(args) == 1 and not kwargs and type(args[0]) is dict and type(self) is HTTPHeaders:
+            # The common case (an application's response headers, built
+            # per request): what update() would do, without its generic
+            # MutableMapping machinery.
+            as_list = self._as_list
+            for name, value in args[0].items():
+                as_list[_normalized_names.get(name) or _normalize_header(name)] = [value]
         else:
             self.update(*args, **kwargs)
 
@@ -679,6 +688,14 @@ def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
     return result
 
 
+# Host header values already checked against the grammar, mapped to their
+# host_name: a server sees the same few names on every request, and the
+# check is the costliest step of building a request. Names come from the
+# network, so the cache is bounded (as _HEADER_NAME_CACHE_SIZE is).
+_HOST_CACHE_SIZE = 1000
+_host_names: Dict[str, str] = {}
+
+
 class HTTPServerRequest:
     """A single HTTP request, as handed to an application.
 
@@ -743,7 +760,10 @@ class HTTPServerRequest:
         if host is None:
             host = self._host_from_headers()
         self.host = host
-        self.host_name = split_host_and_port(host.lower())[0]
+        host_name = _host_names.get(host)
+        if host_name is None:
+            host_name = split_host_and_port(host.lower())[0]
+        self.host_name = host_name
         self.files = files if files is not None else {}
         self.connection = connection
         self.server_connection = server_connection
@@ -769,8 +789,11 @@ class HTTPServerRequest:
         if len(hosts) > 1 or "," in hosts[0]:
             raise HTTPInputError(f"Multiple host headers not allowed: {','.join(hosts)!r}")
         host = hosts[0]
-        if not _abnf.HOST_RE.fullmatch(host):
-            raise HTTPInputError(f"Invalid Host header: {host!r}")
+        if host not in _host_names:
+            if not _abnf.HOST_RE.fullmatch(host):
+                raise HTTPInputError(f"Invalid Host header: {host!r}")
+            if len(_host_names) < _HOST_CACHE_SIZE:
+                _host_names[host] = split_host_and_port(host.lower())[0]
         return host
 
     def _parse_body(self) -> None:
