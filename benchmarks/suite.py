@@ -452,8 +452,9 @@ def versions(peers_python: str) -> dict[str, str]:
 
 # --- profiling ----------------------------------------------------------------
 
-# py-spy samples this often (Hz); its default, cheap enough not to move the numbers much.
-_PROFILE_RATE = 100
+# py-spy samples this often (Hz): 2.5x its default for more samples per
+# run, still a small fraction of a core for py-spy itself.
+_PROFILE_RATE = 250
 # Functions listed per table in the profile summary.
 _PROFILE_TOP = 30
 
@@ -510,6 +511,8 @@ def profile(server: Server, endpoint: Endpoint, args: argparse.Namespace, peers_
                 "--output",
                 str(raw),
                 "--nonblocking",
+                # One entry per function (its first line), not per line.
+                "--function",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -31,9 +31,11 @@ ITEMS = [f"item {i} <b>&amp; friends</b>" for i in range(20)]
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 
-def arg_parser(description: str) -> argparse.ArgumentParser:
-    """A parser for the command line every app accepts; an app may add options."""
+def arg_parser(description: str, static: bool = True) -> argparse.ArgumentParser:
+    """A parser for the command line every app accepts (``--static-dir``
+    only when ``static``); an app may add options."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--static-dir", required=True, help="directory served under /static/")
+    if static:
+        parser.add_argument("--static-dir", required=True, help="directory served under /static/")
     return parser
