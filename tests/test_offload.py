@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -492,3 +494,114 @@ def test_offload_outside_a_task_is_refused() -> None:
         return await outcome
 
     assert "must be awaited from a task" in asyncio.run(main())
+
+
+# -- Celery, with a real worker and a real Redis -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tasks(redis_server: tuple[str, int], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The tests' Celery tasks, served by a real worker on the test Redis."""
+    if importlib.util.find_spec("celery") is None:
+        if os.environ.get("CI"):
+            pytest.fail("celery is not installed (it is in the test extra)")
+        pytest.skip("celery is not installed (pip install -e '.[test]')")
+    import celery_tasks
+
+    host, port = redis_server
+    url = f"redis://{host}:{port}/1"
+    files = tmp_path_factory.mktemp("celery-results")
+    celery_tasks.configure(url, url, str(files))
+    env = {"SQUALL_CELERY_BROKER": url, "SQUALL_CELERY_BACKEND": url, "SQUALL_CELERY_FILES": str(files)}
+    log = tmp_path_factory.mktemp("celery-worker") / "worker.log"
+    here = Path(celery_tasks.__file__).parent
+    with celery_tasks.worker("celery_tasks", here, env, lambda: celery_tasks.add.delay(0, 0), log):
+        yield celery_tasks
+
+
+def test_celery_result_through_pubsub(tasks: Any) -> None:
+    async def main() -> None:
+        assert tasks.add.app.backend.is_async
+        assert await offload.celery(tasks.add, 2, 3, timeout=WAIT) == 5
+        assert await offload.celery(tasks.add, x=4, y=5, timeout=WAIT) == 9
+
+    asyncio.run(main())
+
+
+def test_celery_wait_does_not_block_the_loop(tasks: Any) -> None:
+    async def main() -> None:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.ensure_future(ticker())
+        assert await offload.celery(tasks.slow_add, 1, 2, 0.3, timeout=WAIT) == 3
+        ticking.cancel()
+        assert ticks >= 10
+
+    asyncio.run(main())
+
+
+def test_celery_task_error_propagates(tasks: Any) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="no such user"):
+            await offload.celery(tasks.fail, "no such user", timeout=WAIT)
+
+    asyncio.run(main())
+
+
+def test_celery_timeout_then_next_call_works(tasks: Any) -> None:
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError, match="within 0.1s"):
+            await offload.celery(tasks.slow_add, 1, 1, 0.5, timeout=0.1)
+        # The abandoned result is dropped; the next call (queued behind the
+        # slow task on the one solo worker) is answered.
+        assert await offload.celery(tasks.add, 1, 1, timeout=WAIT) == 2
+        # ...and the threads listening for results stop watching the abandoned one.
+        drainers = list(offload._drainers.values())
+        assert drainers
+        await _until(lambda: not any(drainer._watched for drainer in drainers))
+
+    asyncio.run(main())
+
+
+def test_celery_many_concurrent_waits(tasks: Any) -> None:
+    async def main() -> None:
+        results = await asyncio.gather(*(offload.celery(tasks.add, i, i, timeout=WAIT) for i in range(25)))
+        assert results == [2 * i for i in range(25)]
+
+    asyncio.run(main())
+
+
+def test_wait_celery_on_a_result_that_is_already_done(tasks: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sent = await loop.run_in_executor(None, tasks.add.delay, 20, 22)
+        await loop.run_in_executor(None, functools.partial(sent.get, timeout=WAIT))
+        # A new AsyncResult for the finished task: no message will ever come
+        # for it, so the state must be read once.
+        fresh = tasks.app.AsyncResult(sent.id)
+        assert await offload.wait_celery(fresh, timeout=WAIT) == 42
+
+    asyncio.run(main())
+
+
+def test_celery_backend_without_pubsub_is_polled(tasks: Any) -> None:
+    async def main() -> None:
+        assert not tasks.file_add.backend.is_async
+        assert await offload.celery(tasks.file_add, 6, 7, timeout=WAIT) == 13
+
+    asyncio.run(main())
+
+
+def test_celery_eager_results(tasks: Any) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        eager = await loop.run_in_executor(None, tasks.add.apply, (1, 2))
+        assert await offload.wait_celery(eager) == 3
+
+    asyncio.run(main())

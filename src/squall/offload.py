@@ -236,7 +236,7 @@ class Pool:
                 waiter = _Waiter(loop.create_future())
                 self._waiting.append(waiter)
         if waiter is not None:
-            await self._wait_for_worker(waiter, deadline, fn, timeout)
+            await self._wait_for_worker(waiter, deadline, _describe(fn), timeout)
         try:
             work = self._get_executor().submit(fn, *args, **kwargs)
         except BaseException as e:
@@ -247,12 +247,12 @@ class Pool:
         # The worker stays counted until the work really ends, even if its
         # caller has gone: a thread cannot be stopped.
         work.add_done_callback(self._on_work_done)
-        return await _within(asyncio.wrap_future(work, loop=loop), deadline, fn, timeout)
+        return await _within(asyncio.wrap_future(work, loop=loop), deadline, _describe(fn), timeout)
 
     async def _wait_for_worker(self, waiter: "_Waiter", deadline: Optional[float],
-                               fn: Callable[..., Any], timeout: Optional[float]) -> None:
+                               what: str, timeout: Optional[float]) -> None:
         try:
-            await _within(waiter.future, deadline, fn, timeout)
+            await _within(waiter.future, deadline, what, timeout)
         except BaseException:
             with self._lock:
                 granted = waiter.granted
@@ -333,6 +333,10 @@ class _Waiter:
         self.granted = False
 
 
+def _describe(fn: Callable[..., Any]) -> str:
+    return f"offloaded call {getattr(fn, '__qualname__', fn)!r}"
+
+
 def _grant(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -343,19 +347,17 @@ def _fail_closed(waiter: asyncio.Future[None], name: str) -> None:
         waiter.set_exception(RuntimeError(f"offload pool {name} is closed"))
 
 
-async def _within(future: asyncio.Future[_T], deadline: Optional[float],
-                  fn: Callable[..., Any], timeout: Optional[float]) -> _T:
+async def _within(future: asyncio.Future[_T], deadline: Optional[float], what: str,
+                  timeout: Optional[float]) -> _T:
     """Await ``future`` until the loop time ``deadline``; cancel it and raise
-    TimeoutError (naming ``fn``) when it passes."""
+    TimeoutError (saying ``what`` timed out) when it passes."""
     if deadline is None:
         return await future
     remaining = deadline - asyncio.get_running_loop().time()
     try:
         return await asyncio.wait_for(future, remaining)
     except asyncio.TimeoutError:
-        raise asyncio.TimeoutError(
-            f"offloaded call {getattr(fn, '__qualname__', fn)!r} did not finish within {timeout}s"
-        ) from None
+        raise asyncio.TimeoutError(f"{what} did not finish within {timeout}s") from None
 
 
 _default_pools: dict[str, Pool] = {}
@@ -453,10 +455,13 @@ async def celery(task: Any, /, *args: Any, timeout: Optional[float] = None, **kw
     timeout = _check_seconds("timeout", timeout)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
-    send = loop.run_in_executor(None, functools.partial(task.apply_async, args, kwargs))
-    result = await _within(send, deadline, task.apply_async, timeout)
-    remaining = None if deadline is None else max(deadline - loop.time(), 1e-9)
-    return await wait_celery(result, timeout=remaining)
+
+    async def send_and_wait() -> Any:
+        send = functools.partial(task.apply_async, args, kwargs)
+        return await _result_of(await loop.run_in_executor(None, send), loop)
+
+    what = f"Celery task {getattr(task, 'name', task)!r}"
+    return await _within(asyncio.ensure_future(send_and_wait()), deadline, what, timeout)
 
 
 async def wait_celery(result: Any, *, timeout: Optional[float] = None) -> Any:
@@ -474,18 +479,23 @@ async def wait_celery(result: Any, *, timeout: Optional[float] = None) -> Any:
     timeout = _check_seconds("timeout", timeout)
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
+    what = f"Celery task {result.id}"
+    return await _within(asyncio.ensure_future(_result_of(result, loop)), deadline, what, timeout)
+
+
+async def _result_of(result: Any, loop: asyncio.AbstractEventLoop) -> Any:
     from celery.result import EagerResult
 
     if isinstance(result, EagerResult):
         # Already computed in this process (``task_always_eager``).
         return result.maybe_throw()
     if result.backend.is_async:
+        # Cancelling the wait cancels this future; the drainer then stops
+        # listening for the result.
         future: asyncio.Future[Any] = loop.create_future()
         _drainer_for(result.backend).watch(result, future, loop)
-        return await _within(future, deadline, wait_celery, timeout)
-    return await _within(
-        asyncio.ensure_future(_poll(result, loop)), deadline, wait_celery, timeout
-    )
+        return await future
+    return await _poll(result, loop)
 
 
 async def _poll(result: Any, loop: asyncio.AbstractEventLoop) -> Any:
