@@ -985,10 +985,14 @@ class LongPollHandler(_TopicHandler):
             self._subscription = sub
             messages = await sub.batch(self.timeout)
         self._subscription = None
-        self.send_messages(messages, callback)
+        result = self.send_messages(messages, callback)
+        if result is not None:
+            await result
 
-    def send_messages(self, messages: list[Message], callback: Optional[str]) -> None:
-        """Write the response; override to change the body's format."""
+    def send_messages(self, messages: list[Message], callback: Optional[str]) -> Optional[Awaitable[None]]:
+        """Write the response (``callback``: the JSONP name or None).
+        Override to change the body's format or to act on the messages
+        first; an override may be a coroutine."""
         body = "[" + ",".join(m.to_json() for m in messages) + "]"
         self.set_header("Cache-Control", "no-store")
         if callback is not None:
@@ -998,6 +1002,7 @@ class LongPollHandler(_TopicHandler):
         else:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(body)
+        return None
 
 
 class EventSourceHandler(_TopicHandler):
