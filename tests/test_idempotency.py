@@ -7,11 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import importlib.util
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -49,7 +54,11 @@ async def serving(app: web.Application) -> AsyncIterator[int]:
 
 
 class Response:
-    def __init__(self, status: int, reason: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(
+        self, status: int, reason: str, headers: dict[str, str], body: bytes,
+        header_lines: list[tuple[str, str]],
+    ) -> None:
+        self.header_lines = header_lines
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -94,13 +103,12 @@ async def call(
     head, _, payload = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     _, status, reason = lines[0].split(" ", 2)
-    parsed: dict[str, str] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        parsed[name.strip().lower()] = value.strip()
+    pairs = [(name.strip().lower(), value.strip())
+             for name, _, value in (line.partition(":") for line in lines[1:])]
+    parsed = dict(pairs)
     if parsed.get("transfer-encoding") == "chunked":
         payload = _unchunk(payload)
-    return Response(int(status), reason, parsed, payload)
+    return Response(int(status), reason, parsed, payload, pairs)
 
 
 def _unchunk(data: bytes) -> bytes:
@@ -144,6 +152,7 @@ class Service:
         self.runs = 0
         self.arrived = 0
         self.closed = 0
+        self.statuses: list[int] = []
         self.fail_next = 0
         self.work_gate: Optional[asyncio.Event] = None
         self.prepare_gate: Optional[asyncio.Event] = None
@@ -157,6 +166,9 @@ class Service:
 
             def on_connection_close(self) -> None:
                 service.closed += 1
+
+            def on_finish(self) -> None:
+                service.statuses.append(self.get_status())
 
             @idempotent(**options)
             async def post(self) -> None:
@@ -482,6 +494,23 @@ def test_hang_up_after_the_work_started_keeps_the_result(
     run(main)
 
 
+def test_waiting_retry_whose_client_leaves_stops_waiting() -> None:
+    async def main() -> None:
+        service = Service(store=MemoryStore())
+        service.work_gate = asyncio.Event()
+        async with serving(service.app()) as port:
+            first = asyncio.ensure_future(call(port))
+            await until(lambda: service.runs == 1, "the first attempt to start")
+            await hang_up(port, "k1", when=lambda: service.arrived == 2)
+            # Within a wait slice (a second) the retry notices and gives up.
+            await until(lambda: service.statuses == [499], "the retry to give up")
+            service.work_gate.set()
+            assert (await first).status == 201
+        assert service.runs == 1
+
+    run(main)
+
+
 # -- keys -----------------------------------------------------------------------
 
 
@@ -530,7 +559,7 @@ def test_required_key_and_custom_key_function() -> None:
             # is part of the fingerprint, so it must match too).
             assert (await call(port, key="zz", path="/work?op=7")).replayed
             empty = await call(port, key=None, path="/work?op=")
-            assert (empty.status, empty.reason) == (400, "Idempotency-Key is empty")
+            assert (empty.status, empty.reason) == (400, "Idempotency key is empty")
         assert by_argument.runs == 1
 
     run(main)
@@ -552,6 +581,26 @@ def test_custom_fingerprint_and_replay_headers() -> None:
             # Content-Type is not in replay_headers: the default comes back.
             assert replay.headers["content-type"] == "text/html; charset=UTF-8"
         assert service.runs == 1
+
+    run(main)
+
+
+def test_cookies_are_replayed_when_asked() -> None:
+    class Login(web.RequestHandler):
+        @idempotent(store=MemoryStore(), replay_headers=["Set-Cookie"])
+        def post(self) -> None:
+            self.set_cookie("session", "s1", httponly=True)
+            self.add_header("Set-Cookie", "theme=dark")
+            self.write("welcome")
+
+    async def main() -> None:
+        async with serving(web.Application([("/work", Login)])) as port:
+            first = await call(port)
+            again = await call(port)
+        assert again.replayed and again.body == b"welcome"
+        cookies = [v for n, v in first.header_lines if n == "set-cookie"]
+        assert sorted(cookies) == ["session=s1; HttpOnly; Path=/", "theme=dark"]
+        assert [v for n, v in again.header_lines if n == "set-cookie"] == cookies
 
     run(main)
 
@@ -818,3 +867,55 @@ def test_memory_store_bounds(caplog: pytest.LogCaptureFixture) -> None:
         assert await store.claim("k3", "fp", "t", 5) == big
 
     run(main)
+
+
+# -- the example -----------------------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "idempotent_service" / "app.py"
+
+
+def _load_example() -> Any:
+    spec = importlib.util.spec_from_file_location("idempotent_service_app", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_places_each_order_once() -> None:
+    example = _load_example()
+
+    async def main() -> None:
+        orders: list[dict[str, Any]] = []
+        async with serving(example.make_app(MemoryStore(), orders, work=0.1)) as port:
+            form = [("Content-Type", "application/x-www-form-urlencoded")]
+            attempts = [call(port, key="order-42", path="/orders", body=b"item=book", headers=form)
+                        for _ in range(3)]
+            answers = await asyncio.gather(*attempts)
+            assert sorted(a.replayed for a in answers) == [False, True, True]
+            assert {a.body for a in answers} == {b'{"id": 1, "item": "book"}'}
+            other = await call(port, key="order-43", path="/orders", body=b"item=pen", headers=form)
+            assert other.status == 201 and other.headers["location"] == "/orders/2"
+            missing = await call(port, key=None, path="/orders", body=b"item=pen", headers=form)
+            assert missing.status == 400
+            listing = await call(port, key=None, method="GET", path="/orders", body=b"")
+            assert listing.json() == {"orders": [{"id": 1, "item": "book"}, {"id": 2, "item": "pen"}]}
+
+    run(main)
+
+
+def test_example_fails_at_start_up_without_its_store() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(Path(idempotency.__file__).resolve().parents[1]))
+    for store, message in (
+        ("redis://127.0.0.1:%d/0" % dead_port, b"cannot reach Redis at redis://127.0.0.1:%d/0" % dead_port),
+        ("mysql://db", b"unsupported idempotency store URL 'mysql://db'"),
+    ):
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLE), "--port=0", "--store=" + store],
+            env=env, capture_output=True, timeout=60,
+        )
+        assert done.returncode != 0
+        assert message in done.stderr

@@ -26,9 +26,12 @@ The rules, for a request whose key is K:
 * No record for K: the request claims K (an *in-flight* record) and its
   method runs. The claim is renewed while the method runs and expires after
   ``lock_ttl`` if the process dies.
-* The method returns (or raises `.web.Finish`): the response is sent and
-  kept under K for ``ttl`` (status, reason, the headers named in
-  ``replay_headers``, body).
+* The method returns (or raises `.web.Finish`): the response is kept under
+  K for ``ttl`` (status, reason, the headers named in ``replay_headers``,
+  body) and sent. When the method leaves the finishing to squall (it writes
+  and returns, the usual case) the record is stored before the response
+  leaves, so a client that got the response gets the same one on a retry;
+  when it flushes or finishes by itself, the record follows the response.
 * The method raises anything else: the claim is dropped, so that a retry runs
   the work again; the error response is not kept.
 * The client hung up before the method started (it was waiting in
@@ -37,7 +40,8 @@ The rules, for a request whose key is K:
 * K is kept: a retry gets that response again, with ``Idempotent-Replayed:
   true``, without the method running.
 * K is in flight: a retry waits for the first attempt's result (at most
-  ``wait_timeout`` seconds, then 409 with ``Retry-After``) or, with
+  ``wait_timeout`` seconds, then 409 with ``Retry-After``; it stops waiting
+  if its own client leaves) or, with
   ``in_flight="conflict"``, gets 409 at once. If the first attempt fails or
   its client leaves before starting, a waiting retry claims K and runs.
 * K was used with another request (method, target or body differ): 422.
@@ -137,6 +141,9 @@ REDIS_TIMEOUT = 5.0
 # ten GETs a second per waiting request.
 REDIS_POLL_FIRST = 0.005
 REDIS_POLL_MAX = 0.1
+# A waiting retry checks at least this often (seconds) whether its own client
+# is still there: a second is short next to any client timeout.
+_WAIT_SLICE = 1.0
 # Times a claim retries when the record it collided with vanished before it
 # could be read (released or expired in between): more means a busy loop.
 _CLAIM_ATTEMPTS = 3
@@ -828,12 +835,15 @@ def _request_key(policy: _Policy, handler: web.RequestHandler) -> Optional[str]:
             raise TypeError("the idempotency key function must return a str or None, not %r" % (key,))
     if key is None:
         if policy.required:
-            raise _Refusal(400, "Missing Idempotency-Key header")
+            if policy.key is None:
+                raise _Refusal(400, "Missing Idempotency-Key header")
+            raise _Refusal(400, "Missing idempotency key")
         return None
+    what = "Idempotency-Key" if policy.key is None else "Idempotency key"
     if not key:
-        raise _Refusal(400, "Idempotency-Key is empty")
+        raise _Refusal(400, what + " is empty")
     if len(key) > MAX_KEY_LENGTH:
-        raise _Refusal(400, "Idempotency-Key is longer than %d characters" % MAX_KEY_LENGTH)
+        raise _Refusal(400, "%s is longer than %d characters" % (what, MAX_KEY_LENGTH))
     return key
 
 
@@ -1043,7 +1053,7 @@ class _Attempt:
             if policy.in_flight == "conflict" or remaining <= 0:
                 raise _Refusal(409, "A request with this Idempotency-Key is in progress", retry_after=True)
             try:
-                await self.store.wait(self.key, remaining)
+                await self.store.wait(self.key, min(remaining, _WAIT_SLICE))
             except Exception:
                 app_log.error("idempotency store failed waiting on %r", self.key, exc_info=True)
                 raise _Refusal(503, "Idempotency store unavailable", retry_after=True) from None
@@ -1060,6 +1070,12 @@ class _Attempt:
                 (name, value) for name, value in handler._headers.get_all()
                 if name.lower() in wanted
             ]
+            # set_cookie() keeps cookies aside until the headers are sent.
+            if "set-cookie" in wanted and handler._new_cookie:
+                self.headers.extend(
+                    ("Set-Cookie", morsel.OutputString(None))
+                    for morsel in handler._new_cookie.values()
+                )
         self.body.extend(handler._write_buffer)
 
     def _flush(self, include_footers: bool = False) -> asyncio.Future[None]:
