@@ -16,6 +16,10 @@ What it does for a benchmark script:
 * `markdown_table` and `write_json` format the results.
 
 Single numbers on a shared machine are noisy; compare ratios within one run.
+Besides requests per second, each round records the CPU time the server
+process spent per request (user + system, from ``/proc``): when other
+processes compete for the server's core, throughput drops but CPU time per
+request barely moves, so it is the steadier measure of a server's cost.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ class Round:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us_per_request: float = 0.0
 
 
 @dataclass
@@ -162,7 +168,18 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_us_per_request: float
     rounds: list[Round]
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -179,6 +196,7 @@ def parse_wrk(output: str) -> Round:
     """Pull requests/s, median and 99th-percentile latency and the error
     count out of ``wrk --latency`` output."""
     rps = float(re.search(r"Requests/sec:\s*([0-9.]+)", output).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s*50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s*99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     errors = 0
@@ -188,7 +206,7 @@ def parse_wrk(output: str) -> Round:
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if m:
         errors += int(m.group(1))
-    return Round(rps, p50, p99, errors)
+    return Round(rps, p50, p99, errors, requests)
 
 
 def run_wrk(
@@ -198,8 +216,10 @@ def run_wrk(
     threads: int = 1,
     core: Optional[int] = 1,
     script: Optional[str] = None,
+    server_pid: Optional[int] = None,
 ) -> Round:
-    """Run wrk once against ``url`` and return its numbers."""
+    """Run wrk once against ``url`` and return its numbers (with the CPU
+    time per request of process ``server_pid``, if given)."""
     argv = [
         ensure_wrk(),
         f"-t{threads}",
@@ -211,8 +231,13 @@ def run_wrk(
     if script:
         argv += ["-s", script]
     argv.append(url)
+    before = process_cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(pinned(argv, core), check=True, capture_output=True, text=True).stdout
-    return parse_wrk(out)
+    result = parse_wrk(out)
+    if server_pid and result.requests:
+        spent = process_cpu_seconds(server_pid) - before
+        result.cpu_us_per_request = spent / result.requests * 1e6
+    return result
 
 
 def measure(
@@ -238,12 +263,16 @@ def measure(
                 run_wrk(server.url, warmup, connections, core=client_core)
         for i in range(rounds):
             for server in servers:
-                r = run_wrk(server.url, duration, connections, core=client_core)
+                assert server.process is not None
+                r = run_wrk(
+                    server.url, duration, connections, core=client_core, server_pid=server.process.pid
+                )
                 results[server.name].append(r)
                 if log:
                     print(
                         f"  round {i + 1}/{rounds} {server.name:<16} {r.rps:>10.0f} req/s"
-                        f"  p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+                        f"  p99 {r.p99_ms:7.2f} ms  cpu {r.cpu_us_per_request:6.1f} us/req"
+                        f"  errors {r.errors}",
                         file=sys.stderr,
                     )
     finally:
@@ -255,6 +284,7 @@ def measure(
             statistics.median(r.rps for r in rs),
             statistics.median(r.p50_ms for r in rs),
             statistics.median(r.p99_ms for r in rs),
+            statistics.median(r.cpu_us_per_request for r in rs),
             rs,
         )
         for name, rs in results.items()
@@ -262,16 +292,26 @@ def measure(
 
 
 def markdown_table(results: dict[str, Result], subject: str, baselines: Sequence[str] = ()) -> str:
-    """A markdown table of ``results``; with a column of ``subject``'s
-    throughput relative to each server (``subject / other``)."""
-    subject_rps = results[subject].rps
+    """A markdown table of ``results``, with ``subject``'s throughput relative
+    to each server (``subject / this``, req/s) and the same ratio computed
+    from server CPU time per request (``this / subject``, CPU)."""
+    subject = results[subject]  # type: ignore[assignment]
     lines = [
-        "| server | req/s (median) | p50 ms | p99 ms | " + subject + " / this |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| server | req/s (median) | p50 ms | p99 ms | CPU us/req | {subject.name} / this (req/s)"  # type: ignore[attr-defined]
+        f" | {subject.name} / this (CPU) |",  # type: ignore[attr-defined]
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, r in results.items():
-        ratio = subject_rps / r.rps if r.rps else float("nan")
-        lines.append(f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {ratio:.2f} |")
+        ratio = subject.rps / r.rps if r.rps else float("nan")  # type: ignore[attr-defined]
+        cpu_ratio = (
+            r.cpu_us_per_request / subject.cpu_us_per_request  # type: ignore[attr-defined]
+            if subject.cpu_us_per_request  # type: ignore[attr-defined]
+            else float("nan")
+        )
+        lines.append(
+            f"| {name} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us_per_request:.1f}"
+            f" | {ratio:.2f} | {cpu_ratio:.2f} |"
+        )
     return "\n".join(lines)
 
 

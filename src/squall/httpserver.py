@@ -214,7 +214,9 @@ def _is_ssl_stream(stream: Any) -> bool:
 class _CallableAdapter(httputil.HTTPMessageDelegate):
     """Collects a request for a plain ``request_callback(request)``."""
 
-    __slots__ = ("_callback", "_connection", "_server_conn", "_request", "_chunks")
+    # Class-level defaults: __init__ sets only what each request has.
+    _request: Optional[HTTPServerRequest] = None
+    _chunks: Optional[list[bytes]] = None
 
     def __init__(
         self,
@@ -225,8 +227,6 @@ class _CallableAdapter(httputil.HTTPMessageDelegate):
         self._callback = callback
         self._connection = connection
         self._server_conn = server_conn
-        self._request: Optional[HTTPServerRequest] = None
-        self._chunks: Optional[list[bytes]] = None
 
     def headers_received(
         self,
