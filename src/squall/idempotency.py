@@ -1046,12 +1046,12 @@ class _Attempt:
             if record is None:
                 return None
             if record.fingerprint != self.fingerprint:
-                raise _Refusal(422, "Idempotency-Key reused with a different request")
+                raise _Refusal(422, "Idempotency key reused with a different request")
             if record.response is not None:
                 return record.response
             remaining = deadline - loop.time()
             if policy.in_flight == "conflict" or remaining <= 0:
-                raise _Refusal(409, "A request with this Idempotency-Key is in progress", retry_after=True)
+                raise _Refusal(409, "A request with this idempotency key is in progress", retry_after=True)
             try:
                 await self.store.wait(self.key, min(remaining, _WAIT_SLICE))
             except Exception:
