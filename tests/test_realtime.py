@@ -488,17 +488,21 @@ def test_event_source_handler(make_pubsub: Callable[..., PubSub]) -> None:
         run(main)
 
 
-def test_event_stream_slow_reader_is_disconnected() -> None:
-    class TinyQueue(realtime.EventSourceHandler):
-        max_queue = 5
+@pytest.mark.parametrize("limit", ["max_queue", "write_timeout"])
+def test_event_stream_slow_reader_is_disconnected(limit: str) -> None:
+    class Stalled(realtime.EventSourceHandler):
+        # One limit is tight, the other out of reach.
+        max_queue = 5 if limit == "max_queue" else 100_000
+        write_timeout = 0.2 if limit == "write_timeout" else 60.0
 
     async def main() -> None:
         pubsub = realtime.MemoryPubSub(history_size=100_000)
-        app = web.Application([(r"/e", TinyQueue, dict(pubsub=pubsub, topic="big"))])
+        app = web.Application([(r"/e", Stalled, dict(pubsub=pubsub, topic="big"))])
         async with serving(app) as port:
             # A client that never reads: the socket buffers fill, the
-            # handler's flush waits, the subscription overflows and the
-            # stream ends instead of growing without bound.
+            # handler's flush waits, and the stream ends (its subscription
+            # overflowed, or the client took too long) instead of growing
+            # without bound or holding the connection for ever.
             reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1024)
             transport = writer.transport
             transport.pause_reading()
@@ -510,7 +514,11 @@ def test_event_stream_slow_reader_is_disconnected() -> None:
                 await asyncio.sleep(0)
                 if pubsub.subscriber_count == 0:
                     break
-            assert pubsub.subscriber_count == 0
+            await until(lambda: pubsub.subscriber_count == 0, "the stream to be dropped")
+            # The server hung up: the client reads what was sent, then EOF.
+            transport.resume_reading()
+            while await asyncio.wait_for(reader.read(65536), 10):
+                pass
             writer.close()
 
     with _quiet_access_log():

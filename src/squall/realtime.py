@@ -89,6 +89,9 @@ LONG_POLL_TIMEOUT = 30.0
 # Idle time after which an event stream sends a comment line, which keeps
 # proxies from closing it; the interval the HTML Living Standard suggests.
 SSE_HEARTBEAT = 15.0
+# Seconds an event stream's client may take to accept what was written
+# before it is disconnected: nginx's send_timeout.
+SSE_WRITE_TIMEOUT = 60.0
 # Reconnection delay sent to EventSource clients (the ``retry`` field), in ms:
 # the browsers' own default.
 SSE_RETRY_MS = 3000
@@ -112,6 +115,10 @@ REDIS_CONNECT_TIMEOUT = 5.0
 REDIS_COMMAND_TIMEOUT = 5.0
 # Retries of a command whose connection failed (redis-py's default count).
 REDIS_RETRIES = 3
+# Connections one process opens for commands (the reader has its own); as
+# redis-py's BlockingConnectionPool default, which is ample for pipelined
+# single commands and far below Redis's maxclients (10,000).
+REDIS_MAX_CONNECTIONS = 50
 # Back-off between reconnection attempts of the Redis reader, in seconds
 # (first, then doubling up to the last).
 REDIS_RETRY_MIN = 0.1
@@ -230,7 +237,9 @@ class _Sink:
             after = self._after
             backlog: list[Message] = []
             if after is None:
-                self._last = local.last
+                # Whatever was dispatched since attaching is new to us.
+                pending = self._pending
+                self._last = pending[0].id - 1 if pending else local.last
             else:
                 backlog, newest = await pubsub._read(self.topic, after, pubsub.history_size)
                 if after > newest:
@@ -287,7 +296,10 @@ class Subscription(_Sink):
     ``max_queue`` live messages behind.
     """
 
-    __slots__ = ("_queue", "_max_queue", "_slack", "_waiter", "_closed", "_overflowed", "_consumed")
+    __slots__ = (
+        "_queue", "_max_queue", "_slack", "_waiter", "_closed", "_overflowed", "_consumed",
+        "_closed_future",
+    )
 
     def __init__(self, pubsub: "PubSub", topic: str, after: Optional[int], max_queue: int) -> None:
         if type(max_queue) is not int or max_queue < 1:
@@ -301,6 +313,7 @@ class Subscription(_Sink):
         self._closed = False
         self._overflowed = False
         self._consumed = 0
+        self._closed_future: Optional[asyncio.Future[None]] = None
 
     async def __aenter__(self) -> "Subscription":
         await self.start()
@@ -340,6 +353,16 @@ class Subscription(_Sink):
             self._queue.clear()
             self._detach()
             self._wake()
+            if self._closed_future is not None and not self._closed_future.done():
+                self._closed_future.set_result(None)
+
+    def _when_closed(self) -> "asyncio.Future[None]":
+        """A future resolved by `close` (for waiting on something else)."""
+        if self._closed_future is None:
+            self._closed_future = asyncio.get_running_loop().create_future()
+            if self._closed:
+                self._closed_future.set_result(None)
+        return self._closed_future
 
     def _begin(self, backlog: list[Message]) -> None:
         self._consumed = backlog[0].id - 1 if backlog else self._last
@@ -695,16 +718,22 @@ class RedisPubSub(PubSub):
             # A pooled connection that Redis dropped (a restart, an idle
             # timeout) fails its next command: retry that on a new one.
             # A publish whose reply was lost may then be stored twice.
-            self._client = aioredis.Redis.from_url(
+            # Commands beyond REDIS_MAX_CONNECTIONS wait for a connection
+            # (a blocking pool) instead of failing under a burst.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=REDIS_COMMAND_TIMEOUT,
                 socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
                 socket_timeout=REDIS_COMMAND_TIMEOUT,
                 retry=Retry(ExponentialBackoff(cap=REDIS_RETRY_MAX, base=REDIS_RETRY_MIN), REDIS_RETRIES),
                 retry_on_error=[redis.exceptions.ConnectionError],
             )
+            # Typed Any: redis-py's reply types are unions too loose to use.
+            self._client: Any = aioredis.Redis.from_pool(pool)
             # The reader blocks in XREAD for up to REDIS_BLOCK_MS: its socket
             # timeout must be longer, yet still notice a dead connection.
-            self._reader_client = aioredis.Redis.from_url(
+            self._reader_client: Any = aioredis.Redis.from_url(
                 url,
                 socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
                 socket_timeout=REDIS_BLOCK_MS / 1000 + REDIS_COMMAND_TIMEOUT,
@@ -970,7 +999,7 @@ class LongPollHandler(_TopicHandler):
         """The JSONP callback name, or None for plain JSON; 400 if invalid."""
         if self.jsonp_argument is None:
             return None
-        callback = self.get_query_argument(self.jsonp_argument, None)
+        callback: Optional[str] = self.get_query_argument(self.jsonp_argument, None)
         if callback is not None and (
             len(callback) > _MAX_JSONP_CALLBACK or not _JSONP_CALLBACK.fullmatch(callback)
         ):
@@ -1024,6 +1053,9 @@ class EventSourceHandler(_TopicHandler):
     retry_ms: Optional[int] = SSE_RETRY_MS
     """Reconnection delay sent to the client; None leaves the browser's."""
     max_queue: int = SUBSCRIPTION_QUEUE
+    write_timeout: float = SSE_WRITE_TIMEOUT
+    """Seconds a client may take to accept what was written before it is
+    disconnected."""
     event_name: Optional[str] = None
     """If set, the ``event:`` field of every event (the client listens with
     ``addEventListener(name, ...)`` instead of ``onmessage``)."""
@@ -1068,7 +1100,39 @@ class EventSourceHandler(_TopicHandler):
                     self.write("".join(self.format_event(m) for m in messages))
                 else:
                     self.write(": ping\n\n")
-                await self.flush()
+                if not await self._flushed(sub):
+                    gen_log.info("realtime: dropping stalled event stream of %r", topic)
+                    break
+
+    async def _flushed(self, sub: Subscription) -> bool:
+        """Flush; False if the client stopped reading, and was dropped: it
+        did not take the data within `write_timeout`, or fell so far behind
+        that its subscription overflowed meanwhile."""
+        flushed = self.flush()
+        if not flushed.done():
+            await asyncio.wait(
+                (flushed, sub._when_closed()),
+                timeout=self.write_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not flushed.done():
+                _drop_connection(self.request.connection)
+                return False
+        if not flushed.cancelled():
+            # A failed flush means the client is gone: on_connection_close
+            # has closed the subscription, which ends the stream.
+            flushed.exception()
+        return True
+
+
+def _drop_connection(connection: Any) -> None:
+    transport = getattr(connection, "transport", None)
+    if transport is not None:
+        transport.abort()
+        return
+    stream = getattr(connection, "stream", None)
+    if stream is not None:
+        stream.close()
 
 
 class _HubConnection(_Sink):
