@@ -250,18 +250,21 @@ class HTTPHeaders(collections.abc.MutableMapping):
         # so that reading a long repeated header stays linear. Entries are
         # dropped whenever the name's values change.
         self._combined: Dict[str, str] = {}
-        if not args and not kwargs:
+        if kwargs or len(args) != 1:
+            if args or kwargs:
+                self.update(*args, **kwargs)
             return
-        if len(args) == 1 and not kwargs and isinstance(args[0], HTTPHeaders):
-            for name, values in args[0]._as_list.items():
-                self._as_list[name] = list(values)
-        elif len(args) == 1 and not kwargs and type(args[0]) is dict and type(self) is HTTPHeaders:
+        arg = args[0]
+        if type(arg) is dict and type(self) is HTTPHeaders:
             # The common case (an application's response headers, built
             # per request): what update() would do, without its generic
             # MutableMapping machinery.
             as_list = self._as_list
-            for name, value in args[0].items():
+            for name, value in arg.items():
                 as_list[_normalized_names.get(name) or _normalize_header(name)] = [value]
+        elif isinstance(arg, HTTPHeaders):
+            for name, values in arg._as_list.items():
+                self._as_list[name] = list(values)
         else:
             self.update(*args, **kwargs)
 
