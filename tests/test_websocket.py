@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import pytest
 
+from squall import gen
 from squall.httpclient import HTTPClientError, HTTPRequest
 from squall.httpserver import HTTPServer
 from squall.testing import bind_unused_port
@@ -64,6 +65,14 @@ class SlowOrdered(_Tracked):
         await self.write_message(message)
 
 
+class GenEcho(_Tracked):
+    # A callback whose future is already done when returned: the next
+    # message is handled at once, inside the same read.
+    @gen.coroutine
+    def on_message(self, message: Any) -> Any:
+        yield self.write_message(message)
+
+
 class Subprotocol(_Tracked):
     def select_subprotocol(self, subprotocols: list[str]) -> Optional[str]:
         return "chat" if "chat" in subprotocols else None
@@ -96,6 +105,7 @@ async def serving(**settings: Any) -> AsyncIterator[tuple[int, list]]:
             (r"/args/(\w+)", Echo, {"events": events}),
             (r"/deflate", Echo, {"events": events, "compression": {}}),
             (r"/ordered", SlowOrdered),
+            (r"/gen", GenEcho),
             (r"/sub", Subprotocol),
             (r"/closer", Closer),
             (r"/count", Counter, {"events": events}),
@@ -347,6 +357,19 @@ def test_async_on_message_keeps_order() -> None:
             assert await ws.read_message() == "first"
             assert await ws.read_message() == "second"
             ws.close()
+
+    run(main())
+
+
+def test_coroutine_echo_of_a_burst() -> None:
+    async def main() -> None:
+        async with serving() as (port, _):
+            reader, writer, _ = await raw_upgrade(port, "/gen")
+            writer.write(b"".join(masked(0x81, b"m%d" % i) for i in range(100)))
+            for i in range(100):
+                assert await read_frame(reader) == (0x81, b"m%d" % i)
+            writer.close()
+            await writer.wait_closed()
 
     run(main())
 

@@ -86,7 +86,6 @@ CLIENT_READ_BUFFER = 16
 _DEDUPE_LOG_SIZE = 256
 
 _WEBSOCKET_VERSIONS = ("7", "8", "13")
-_EMPTY_CLOSE = (None, None)
 
 
 class WebSocketError(Exception):
@@ -485,6 +484,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         "_pending_pong",
         "_lost",
         "_loop",
+        "_out",
         "__dict__",
     )
 
@@ -510,6 +510,9 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         self._pending_pong: Optional[bytes] = None
         self._lost = False
         self._loop = asyncio.get_running_loop()
+        # While frames are being handled, what the callbacks write is
+        # gathered here and sent in one transport.write() (one syscall).
+        self._out: Optional[list[bytes]] = None
 
     # -- Tornado's counters, for measuring compression ----------------------
 
@@ -668,25 +671,44 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         core = self._core
         handle = self._handle_message
         budget = EVENTS_PER_TURN
-        while True:
-            try:
-                event = core.next_event()
-            except ProtocolError as e:
-                self._protocol_failed(e)
-                return
-            if event is None:
-                return
-            result = handle(event[0], event[1])
-            if result is not None:
-                self._block_on(result)
-                return
-            budget -= 1
-            if budget == 0:
-                # Let other connections run; carry on in the next iteration.
-                self._blocked = True
-                self._pause_reading()
-                self._loop.call_soon(self._unblock, None)
-                return
+        # A callback whose awaitable was already done brings us back here
+        # from inside _process: keep gathering into the outer call's list.
+        nested = self._out is not None
+        if not nested:
+            self._out = []
+        try:
+            while True:
+                try:
+                    event = core.next_event()
+                except ProtocolError as e:
+                    self._protocol_failed(e)
+                    return
+                if event is None:
+                    return
+                result = handle(event[0], event[1])
+                if result is not None:
+                    self._block_on(result)
+                    return
+                budget -= 1
+                if budget == 0:
+                    # Let other connections run; carry on in the next turn.
+                    self._blocked = True
+                    self._pause_reading()
+                    self._loop.call_soon(self._unblock, None)
+                    return
+        finally:
+            if not nested:
+                self._flush()
+                self._out = None
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            transport = self.stream
+            assert transport is not None
+            if not transport.is_closing():
+                transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def _handle_message(self, opcode: int, data: Any) -> Optional[Awaitable[Any]]:
         """Act on one event from the frame parser; returns an awaitable when
@@ -765,6 +787,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
             self.server_terminated = True
             transport = self.stream
             assert transport is not None
+            self._flush()
             transport.write(self._core.close(error.code, error.reason))
             # Let the peer read our close frame: stop sending, keep reading
             # (and discarding) until it hangs up or the timeout passes.
@@ -803,7 +826,11 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         transport = self.stream
         if self._lost or transport is None or transport.is_closing():
             raise WebSocketClosedError()
-        transport.write(data)
+        out = self._out
+        if out is not None:
+            out.append(data)
+        else:
+            transport.write(data)
         if self._writing_paused:
             waiter: asyncio.Future[None] = self._loop.create_future()
             if self._drain_waiters is None:
@@ -852,6 +879,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
                 code = 1000
             frame = self._core.close(code, reason or "")
             self.server_terminated = True
+            self._flush()
             transport.write(frame)
         if self.client_terminated:
             # Both close frames have crossed: the handshake is complete.
@@ -870,6 +898,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         self.client_terminated = self.server_terminated = True
         transport = self.stream
         if transport is not None and not self._lost:
+            self._flush()
             transport.close()
 
     def is_closing(self) -> bool:
@@ -979,6 +1008,9 @@ class WebSocketClientConnection:
     `WebSocketProtocol13` and ``stream`` its asyncio transport.
     """
 
+    # Set once the handshake has succeeded.
+    protocol: Optional["WebSocketProtocol13"] = None
+
     def __init__(
         self,
         request: Any,
@@ -1002,7 +1034,6 @@ class WebSocketClientConnection:
             _wsproto.deflate_offer(compression_options)
         self.io_loop = IOLoop.current()
         self.connect_future: asyncio.Future[WebSocketClientConnection] = self.io_loop.asyncio_loop.create_future()
-        self.protocol: Optional[WebSocketProtocol13] = None
         self.stream: Optional[asyncio.Transport] = None
         self.headers: httputil.HTTPHeaders = httputil.HTTPHeaders()
         self.code: Optional[int] = None
