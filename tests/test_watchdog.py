@@ -16,9 +16,12 @@ from squall.testing import bind_unused_port
 from squall.web import Application, RequestHandler
 
 # The stall the blocking handler causes, and the shortest reported stall:
-# far enough apart that a loaded machine cannot blur them.
-BLOCK = 0.3
-THRESHOLD = 0.1
+# far enough apart, and the threshold long enough, that a loaded machine
+# (which can starve a thread for tens of milliseconds) cannot blur them.
+BLOCK = 0.5
+THRESHOLD = 0.2
+# A healthy loop is never held up for this long, however loaded the machine.
+HEALTHY_THRESHOLD = 0.5
 
 
 class BlockingHandler(RequestHandler):
@@ -85,27 +88,25 @@ def test_blocking_handler_is_named_with_duration(
 
     with caplog.at_level(logging.WARNING, logger="squall.application"):
         dog = asyncio.run(main())
-    assert dog.count == 1
-    stall = dog.last
-    assert stall is not None
-    assert stall.handler == handler
-    assert stall.request == f"GET {path}"
+    # The handler's stall is the longest (the loop may also have been
+    # starved briefly by a loaded machine).
+    assert dog.count >= 1
+    named = [r.getMessage() for r in _warnings(caplog) if f"by {handler} (GET {path})" in r.getMessage()]
+    assert len(named) == 1
+    assert f"blocked for {dog.longest:.3f}s" in named[0]
+    assert "time.sleep(BLOCK)" in named[0]
     # Timed from the first unanswered ping: at most one interval (plus
     # scheduling noise) short of the real stall, never longer than the
     # whole request took.
-    assert BLOCK - 0.1 <= stall.duration < BLOCK + 1.0
-    assert "time.sleep(BLOCK)" in stall.stack
-    assert dog.total == stall.duration == dog.longest
-    records = _warnings(caplog)
-    assert len(records) == 1
-    message = records[0].getMessage()
-    assert f"by {handler} (GET {path})" in message
-    assert f"blocked for {stall.duration:.3f}s" in message
+    assert BLOCK - 0.1 <= dog.longest < BLOCK + 1.0
+    assert dog.total >= dog.longest
+    if dog.count == 1:
+        assert dog.last == watchdog.Stall(dog.longest, handler, f"GET {path}", dog.last.stack)
 
 
 def test_healthy_loop_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> watchdog.Watchdog:
-        dog = watchdog.start(threshold=THRESHOLD, interval=0.02)
+        dog = watchdog.start(threshold=HEALTHY_THRESHOLD, interval=0.02)
         try:
             bodies = await _serve_and_fetch(["/quick"] * 20)
             assert bodies == [b"quick"] * 20
@@ -117,7 +118,7 @@ def test_healthy_loop_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:
 
     with caplog.at_level(logging.WARNING, logger="squall.application"):
         dog = asyncio.run(main())
-    assert dog.summary() == {"count": 0, "total": 0.0, "longest": 0.0, "threshold": THRESHOLD}
+    assert dog.summary() == {"count": 0, "total": 0.0, "longest": 0.0, "threshold": HEALTHY_THRESHOLD}
     assert dog.last is None
     assert _warnings(caplog) == []
 
@@ -141,21 +142,22 @@ def test_blocking_outside_a_handler_shows_the_stack(caplog: pytest.LogCaptureFix
 
     with caplog.at_level(logging.WARNING, logger="squall.application"):
         dog = asyncio.run(main())
-    assert dog.count == 1
-    assert dog.last is not None and dog.last.handler is None and dog.last.request is None
-    assert "in crunch" in dog.last.stack
-    (record,) = _warnings(caplog)
-    assert "in crunch" in record.getMessage()
+    assert dog.count >= 1
+    (message,) = [r.getMessage() for r in _warnings(caplog) if "in crunch" in r.getMessage()]
+    assert message.startswith(f"event loop blocked for {dog.longest:.3f}s; loop thread stack:")
+    if dog.count == 1:
+        assert dog.last is not None and dog.last.handler is None and dog.last.request is None
+        assert "in crunch" in dog.last.stack
 
 
 def test_a_stopped_loop_is_not_a_stall(caplog: pytest.LogCaptureFixture) -> None:
     loop = asyncio.new_event_loop()
     try:
-        dog = watchdog.Watchdog(threshold=0.05, interval=0.01, loop=loop)
+        dog = watchdog.Watchdog(threshold=THRESHOLD, interval=0.01, loop=loop)
         dog.start()
         loop.run_until_complete(asyncio.sleep(0.05))
         # The loop is idle but not running: pings wait, nothing is reported.
-        time.sleep(0.3)
+        time.sleep(3 * THRESHOLD)
         loop.run_until_complete(asyncio.sleep(0.05))
         dog.stop()
         assert not dog.running

@@ -484,7 +484,7 @@ async def wait_celery(result: Any, *, timeout: Optional[float] = None) -> Any:
 
 
 async def _result_of(result: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    from celery.result import EagerResult
+    from celery.result import EagerResult  # type: ignore[import-untyped]
 
     if isinstance(result, EagerResult):
         # Already computed in this process (``task_always_eager``).
