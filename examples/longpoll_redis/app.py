@@ -11,7 +11,8 @@ load balancer): they share the queues through Redis.
     Waits up to ``--timeout`` seconds for messages to user U, and answers
     with a JSON array of ``{"id": ..., "data": ...}`` (``[]`` on timeout),
     wrapped as ``cb([...]);`` with ``jsonCallback``. ``sign`` is
-    `sign(uid)`; a missing or wrong one is a 404, as in the original.
+    ``sign(uid, salt)`` (``--sign_salt``); a missing or wrong one is a 404,
+    as in the original.
     The client sends the last id it received as ``cursor``, and then misses
     nothing between two polls. A client without a cursor is served like the
     original's queue: the server remembers, per user, the last id it

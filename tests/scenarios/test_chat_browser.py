@@ -3,7 +3,8 @@
 Two headless Chromium sessions (Selenium) open examples/chat, each joins
 under a name, and for each transport (long polling, then WebSocket, chosen
 with the page's toggle) one sends a message that the other sees, received
-over that transport. Screenshots of both windows go to the test's tmp dir.
+over that transport. Screenshots of both windows go to the test's tmp dir
+(and to ``$SQUALL_SCREENSHOT_DIR`` when set, to look at them).
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and Selenium (the test
 extra); scripts/test installs them as root. Elsewhere the test is skipped
