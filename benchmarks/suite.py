@@ -25,6 +25,11 @@ burst of load from elsewhere on the machine hits all servers alike; each cell
 is the median of the rounds. Every server's answers are checked before any
 load is put on it, so no server is fast by answering wrong.
 
+Besides throughput, every run records the server process's CPU time per
+request (``/proc``): when other processes take the cores, throughput drops
+but CPU time per request barely moves, so the CPU ratios are the steadier
+comparison on a shared machine.
+
 Writes ``benchmarks/results/suite.json`` and ``suite.md`` (the tables, also
 printed), and with ``--profile`` ``profile-<server>-<endpoint>.txt`` (py-spy's
 collapsed stacks summarised per function).
@@ -166,6 +171,8 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    # CPU time (user + system) the server spent per request or message.
+    cpu_us: float = float("nan")
 
 
 @dataclass
@@ -181,6 +188,10 @@ class Cell:
     @property
     def p99_ms(self) -> float:
         return statistics.median(s.p99_ms for s in self.samples) if self.samples else float("nan")
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(s.cpu_us for s in self.samples) if self.samples else float("nan")
 
     @property
     def errors(self) -> int:
@@ -306,6 +317,10 @@ def _ws_load(server: Server, duration: float, warmup: float, connections: int, w
     return Sample(numbers["msgs_per_s"], numbers["p50_ms"], numbers["p99_ms"], numbers["errors"])
 
 
+def _cpu_seconds(server: Server) -> float:
+    return _harness.process_cpu_seconds(server.server_pid())
+
+
 def _wrk_script(endpoint: Endpoint, directory: Path) -> Optional[str]:
     if not endpoint.body:
         return None
@@ -324,15 +339,23 @@ def _wrk_script(endpoint: Endpoint, directory: Path) -> Optional[str]:
 
 def _load(server: Server, endpoint: Endpoint, args: argparse.Namespace, duration: float, scripts: dict[str, Optional[str]]) -> Sample:
     if endpoint.websocket:
-        return _ws_load(server, duration, 0.0, args.ws_connections, args.ws_window)
+        before = _cpu_seconds(server)
+        sample = _ws_load(server, duration, 0.0, args.ws_connections, args.ws_window)
+        # The client counts over ``duration`` after its connections are up;
+        # the CPU time also covers the handshakes, a negligible share.
+        messages = sample.rps * duration
+        if messages:
+            sample.cpu_us = (_cpu_seconds(server) - before) / messages * 1e6
+        return sample
     r = _harness.run_wrk(
         server.url(endpoint.path),
         duration,
         args.connections,
         core=CLIENT_CORE,
         script=scripts[endpoint.name],
+        server_pid=server.server_pid(),
     )
-    return Sample(r.rps, r.p50_ms, r.p99_ms, r.errors)
+    return Sample(r.rps, r.p50_ms, r.p99_ms, r.errors, r.cpu_us_per_request)
 
 
 def run_suite(servers: Sequence[Server], endpoints: Sequence[Endpoint], args: argparse.Namespace, workdir: Path) -> dict[str, dict[str, Cell]]:
@@ -353,7 +376,8 @@ def run_suite(servers: Sequence[Server], endpoints: Sequence[Endpoint], args: ar
                 cells[endpoint.name][server.spec.name].samples.append(sample)
                 print(
                     f"  round {i + 1}/{args.rounds} {endpoint.name:<10} {server.spec.name:<15}"
-                    f" {sample.rps:>10.0f}/s  p99 {sample.p99_ms:8.2f} ms  errors {sample.errors}",
+                    f" {sample.rps:>10.0f}/s  p99 {sample.p99_ms:8.2f} ms  cpu {sample.cpu_us:7.1f} us"
+                    f"  errors {sample.errors}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -379,7 +403,12 @@ def targets_report(cells: dict[str, dict[str, Cell]]) -> tuple[list[str], list[d
             ratio = _ratio(squall.rps, row[peer].rps)
             met = ratio >= target
             records.append({"endpoint": endpoint, "vs": peer, "ratio": round(ratio, 3), "target": target, "met": met})
-            lines.append(f"{'met ' if met else 'MISS'} {endpoint:<10} squall/{peer:<10} {ratio:5.2f}x (target >= {target}x)")
+            cpu_ratio = _ratio(row[peer].cpu_us, squall.cpu_us)
+            records[-1]["cpu_ratio"] = round(cpu_ratio, 3)
+            lines.append(
+                f"{'met ' if met else 'MISS'} {endpoint:<10} squall/{peer:<10} {ratio:5.2f}x (target >= {target}x);"
+                f" by CPU time {cpu_ratio:5.2f}x"
+            )
         peers = [row[p].p99_ms for p in PYTHON_PEERS if p in row]
         if peers:
             best = min(peers)
@@ -390,9 +419,11 @@ def targets_report(cells: dict[str, dict[str, Cell]]) -> tuple[list[str], list[d
 
 
 def markdown(cells: dict[str, dict[str, Cell]], names: Sequence[str]) -> str:
-    """Two tables: throughput and p99 per endpoint and server, then squall's ratio to each."""
+    """Tables: throughput, p99 and server CPU time per endpoint and server;
+    then squall's ratio to each, by throughput and by CPU time."""
     out = [
-        "Requests/s (WebSocket: echoed messages/s), median of the rounds; p99 latency in ms below.",
+        "Requests/s (WebSocket: echoed messages/s), median of the rounds; below it the p99 latency (ms)"
+        " and the server's CPU time per request (µs, user + system).",
         "",
         "| endpoint | " + " | ".join(names) + " |",
         "| --- |" + " ---: |" * len(names),
@@ -402,7 +433,7 @@ def markdown(cells: dict[str, dict[str, Cell]], names: Sequence[str]) -> str:
         for name in names:
             cell = row[name]
             flag = " (errors)" if cell.errors else ""
-            values.append(f"{cell.rps:,.0f}<br>p99 {cell.p99_ms:.1f}{flag}")
+            values.append(f"{cell.rps:,.0f}<br>p99 {cell.p99_ms:.1f}<br>{cell.cpu_us:.0f} µs{flag}")
         out.append(f"| {endpoint} | " + " | ".join(values) + " |")
     if "squall" in names:
         others = [n for n in names if n != "squall"]
@@ -421,6 +452,17 @@ def markdown(cells: dict[str, dict[str, Cell]], names: Sequence[str]) -> str:
                 target = targets.get(name)
                 mark = f" [{'ok' if ratio >= target else 'miss'} >={target}]" if target else ""
                 values.append(f"{ratio:.2f}{mark}")
+            out.append(f"| {endpoint} | " + " | ".join(values) + " |")
+        out += [
+            "",
+            "The same by CPU cost: each server's CPU time per request / squall's (steadier than"
+            " throughput when other processes compete for the cores).",
+            "",
+            "| endpoint | " + " | ".join(others) + " |",
+            "| --- |" + " ---: |" * len(others),
+        ]
+        for endpoint, row in cells.items():
+            values = [f"{_ratio(row[name].cpu_us, row['squall'].cpu_us):.2f}" for name in others]
             out.append(f"| {endpoint} | " + " | ".join(values) + " |")
     return "\n".join(out)
 
@@ -609,6 +651,7 @@ def main() -> None:
                 name: {
                     "rps": cell.rps,
                     "p99_ms": cell.p99_ms,
+                    "cpu_us": cell.cpu_us,
                     "errors": cell.errors,
                     "rounds": [vars(s) for s in cell.samples],
                 }
