@@ -35,3 +35,12 @@ def test_submodules_load_lazily_as_attributes():
 def test_unknown_attribute_is_attribute_error():
     with pytest.raises(AttributeError, match="no_such_thing"):
         squall.no_such_thing
+
+
+def test_extras_load_lazily_too():
+    import subprocess
+    import sys
+
+    code = "import squall; print(squall.offload.__name__, squall.watchdog.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["squall.offload", "squall.watchdog"]

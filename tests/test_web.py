@@ -789,6 +789,69 @@ def test_on_connection_close_stops_a_waiting_handler() -> None:
     asyncio.run(main())
 
 
+def test_work_cancelled_because_the_client_left_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    # A handler whose task is cancelled from on_connection_close (the
+    # client hung up) sends no 500 and logs no error for a client who is gone.
+    async def main() -> None:
+        events = {"waiting": asyncio.Event(), "done": asyncio.Event()}
+
+        class Handler(RequestHandler):
+            async def get(self) -> None:
+                self.task = asyncio.current_task()
+                events["waiting"].set()
+                try:
+                    await asyncio.sleep(30)
+                finally:
+                    events["done"].set()
+
+            def on_connection_close(self) -> None:
+                self.task.cancel()
+
+        async with serving(Application([("/", Handler)])) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await asyncio.wait_for(events["waiting"].wait(), 5)
+            writer.close()
+            await asyncio.wait_for(events["done"].wait(), 5)
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger="squall"):
+        asyncio.run(main())
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+    assert not any(" 500 " in r.getMessage() for r in caplog.records)
+
+
+def test_watchdog_setting_reports_a_handler_that_blocks_the_loop(caplog: pytest.LogCaptureFixture) -> None:
+    import time
+
+    from squall import watchdog
+
+    class Blocking(RequestHandler):
+        def get(self) -> None:
+            time.sleep(0.4)
+            self.write("done")
+
+    async def main() -> None:
+        app = Application([("/slow", Blocking)], watchdog=0.1)
+        try:
+            async with serving(app) as port:
+                assert (await fetch(port, "/slow")).body == b"done"
+                await asyncio.sleep(0.1)
+        finally:
+            watchdog.stop()
+
+    with caplog.at_level(logging.WARNING, logger="squall"):
+        asyncio.run(main())
+    assert any("Blocking" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("value", [-1, "fast", float("nan")])
+def test_watchdog_setting_rejects_bad_values(value: Any) -> None:
+    with pytest.raises(ValueError, match="watchdog"):
+        Application([], watchdog=value)
+
+
 def test_asynchronous_decorator_finishes_from_a_callback() -> None:
     class Handler(RequestHandler):
         @web.asynchronous

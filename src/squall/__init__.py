@@ -44,11 +44,17 @@ __all__ = [
     "wsgi",
 ]
 
+# squall's own modules beyond Tornado's set, also loaded on first attribute
+# access (kept out of ``__all__`` so ``from squall import *`` stays Tornado's).
+_EXTRAS = frozenset(
+    {"cli", "idempotency", "offload", "pytest_plugin", "realtime", "watchdog"}
+)
+
 
 def __getattr__(name: str) -> object:
     # ``squall.web`` etc. work after a bare ``import squall``, as with Tornado,
     # without importing every submodule up front.
-    if name in __all__:
+    if name in __all__ or name in _EXTRAS:
         import importlib
 
         return importlib.import_module("." + name, __name__)

@@ -1392,7 +1392,18 @@ class RequestHandler:
         except asyncio.CancelledError as e:
             task = asyncio.current_task()
             cancelling = getattr(task, "cancelling", None)
-            if cancelling is not None and cancelling():
+            # Python 3.10 has no Task.cancelling(): there, any cancellation
+            # reaching the handler is taken as its own task's.
+            own = cancelling() if cancelling is not None else True
+            if self._close_reported:
+                # Work cancelled because its client went away (as
+                # squall.offload's mixin does): nobody to answer, no error.
+                if self._prepared_future is not None:
+                    _resolve(self._prepared_future)
+                if own:
+                    raise
+                return
+            if own:
                 # This request's own task was cancelled (server shutting down,
                 # a timeout): answer if still possible, log nothing.
                 if not self._finished and not self._headers_written:
@@ -2615,6 +2626,25 @@ class Application(ReversibleRouter):
             from squall import autoreload
 
             autoreload.start()
+        if self.settings.get("watchdog"):
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass  # no loop yet: listen() starts it on the loop it serves
+            else:
+                self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        # The ``watchdog`` setting: report stalls of the serving loop (see
+        # squall.watchdog); True means the module's default threshold.
+        from squall import watchdog
+
+        if watchdog.current() is None:
+            threshold = self.settings["watchdog"]
+            if threshold is True:
+                watchdog.start()
+            else:
+                watchdog.start(threshold=threshold)
 
     def listen(
         self,
@@ -2635,6 +2665,10 @@ class Application(ReversibleRouter):
         """
         from squall.httpserver import HTTPServer
 
+        if self.settings.get("watchdog"):
+            from squall.ioloop import IOLoop
+
+            IOLoop.current().add_callback(self._start_watchdog)
         server = HTTPServer(self, **kwargs)
         server.listen(
             port,
@@ -2772,6 +2806,11 @@ class Application(ReversibleRouter):
 
 def _check_settings(settings: dict[str, Any]) -> None:
     """Refuse settings of the wrong type at start-up, naming the bad value."""
+    stall = settings.get("watchdog")
+    if stall not in (None, False, True) and (
+        isinstance(stall, bool) or not isinstance(stall, (int, float)) or not stall > 0
+    ):
+        raise ValueError("watchdog must be True or a positive number of seconds, got %r" % (stall,))
     secret = settings.get("cookie_secret")
     if secret is not None:
         if isinstance(secret, dict):
