@@ -17,6 +17,7 @@ import time
 from typing import Any, Optional
 
 from squall import realtime, web
+from squall.options import Error as OptionsError
 from squall.options import define, options, parse_command_line
 from squall.websocket import WebSocketHandler
 
@@ -112,7 +113,11 @@ def make_app(pubsub: realtime.PubSub) -> web.Application:
 
 
 async def main() -> None:
-    parse_command_line()
+    try:
+        parse_command_line()
+    except OptionsError as e:
+        # A mistyped option is one line naming it, not a traceback.
+        raise SystemExit("chat: %s" % e) from None
     try:
         pubsub = await realtime.connect(options.redis, history_size=HISTORY)
     except (ValueError, ConnectionError) as e:

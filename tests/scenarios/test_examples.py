@@ -182,6 +182,22 @@ def test_chat_refuses_to_start_with_a_bad_redis_url() -> None:
         assert out.startswith(reason) and b"Traceback" not in out
 
 
+def test_chat_reports_a_bad_option_in_one_line() -> None:
+    # (An unknown option also prints the usage text first, as Tornado does.)
+    for args, named in (
+        (("--port", "8899"), b"port"),
+        (("--port=eighty",), b"eighty"),
+        (("--no-such-option=1",), b"no"),
+    ):
+        server = Server(CHAT, *args)
+        try:
+            assert server.proc.wait(timeout=STARTUP_S) == 1
+        finally:
+            out = server.stop().encode()
+        last = out.strip().splitlines()[-1]
+        assert last.startswith(b"chat: ") and named in last and b"Traceback" not in out, out
+
+
 # -- long polling on Redis ---------------------------------------------------------
 
 
