@@ -449,3 +449,39 @@ def test_start_serving_checks_its_delegate():
         server.close()
 
     run(main())
+
+
+def test_server_connection_caps_decompressed_body(caplog):
+    caplog.set_level(logging.INFO, logger="squall.general")
+    bomb = gzip.compress(b"\0" * (4 * 1024 * 1024))
+
+    async def main():
+        client, server = stream_pair()
+        params = HTTP1ConnectionParameters(decompress=True, max_body_size=64 * 1024)
+        conn = HTTP1ServerConnection(server, params)
+        conn.start_serving(EchoApp())
+        await client.write(
+            b"POST /z HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb
+        )
+        data = await client.read_until_close()
+        await conn.close()
+        return data
+
+    assert run(main()) == b"HTTP/1.1 413 Content Too Large\r\n\r\n"
+    assert "decompressed body too large" in caplog.records[-1].getMessage()
+
+
+def test_server_connection_answers_413_for_long_content_length(caplog):
+    caplog.set_level(logging.INFO, logger="squall.general")
+
+    async def main():
+        client, server = stream_pair()
+        conn = HTTP1ServerConnection(server, HTTP1ConnectionParameters(max_body_size=10))
+        conn.start_serving(EchoApp())
+        await client.write(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+        data = await client.read_until_close()
+        await conn.close()
+        return data
+
+    assert run(main()) == b"HTTP/1.1 413 Content Too Large\r\n\r\n"

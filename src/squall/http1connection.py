@@ -138,6 +138,11 @@ _DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
 _HEAD_END_RE = b"\r?\n\r?\n"
 
 
+class _TooLarge(httputil.HTTPInputError):
+    """A body over the size limit: answered 413 Content Too Large
+    (RFC 9110 15.5.14), as the HTTP server's fast path answers it."""
+
+
 class _DelegateFailed(Exception):
     """A delegate callback raised; it has been logged already."""
 
@@ -147,6 +152,10 @@ def _call(method: Callable[..., Any], *args: Any) -> Any:
     # the connection close quietly.
     try:
         return method(*args)
+    except httputil.HTTPInputError:
+        # The delegate found the message malformed: a peer error, answered
+        # like one found by the connection itself.
+        raise
     except Exception:
         app_log.error("Uncaught exception", exc_info=True)
         raise _DelegateFailed() from None
@@ -223,7 +232,7 @@ class HTTP1Connection(httputil.HTTPConnection):
         ``on_connection_close``).
         """
         if self.params.decompress:
-            delegate = _GzipMessageDelegate(delegate, self.params.chunk_size)
+            delegate = _GzipMessageDelegate(delegate, self.params.chunk_size, self)
         return asyncio.ensure_future(self._read_message(delegate))
 
     async def _read_message(self, delegate: httputil.HTTPMessageDelegate) -> bool:
@@ -282,7 +291,8 @@ class HTTP1Connection(httputil.HTTPConnection):
         except httputil.HTTPInputError as e:
             gen_log.info("Malformed HTTP message from %s: %s", self.context, e)
             if not self.is_client and not self._headers_written and not stream.closed():
-                await _quietly(stream.write(b"HTTP/1.1 400 Bad Request\r\n\r\n"))
+                status = b"413 Content Too Large" if isinstance(e, _TooLarge) else b"400 Bad Request"
+                await _quietly(stream.write(b"HTTP/1.1 " + status + b"\r\n\r\n"))
             self.close()
             return False
         except _DelegateFailed:
@@ -367,7 +377,7 @@ class HTTP1Connection(httputil.HTTPConnection):
                 )
             content_length = _content_length(headers["Content-Length"])
             if content_length > self._max_body_size:
-                raise httputil.HTTPInputError("Content-Length too long")
+                raise _TooLarge("Content-Length too long")
         if is_transfer_encoding_chunked(headers):
             return self._read_chunked_body(delegate)
         if content_length is not None:
@@ -418,7 +428,7 @@ class HTTP1Connection(httputil.HTTPConnection):
                 break
             total += size
             if total > self._max_body_size:
-                raise httputil.HTTPInputError("chunked body too large")
+                raise _TooLarge("chunked body too large")
             remaining = size
             while remaining:
                 reading = stream.read_bytes(min(chunk_size, remaining), partial=True)
@@ -704,9 +714,15 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
     """Decompresses a ``Content-Encoding: gzip`` body for the delegate it
     wraps, in pieces of at most ``chunk_size`` bytes."""
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, chunk_size: int) -> None:
+    def __init__(
+        self, delegate: httputil.HTTPMessageDelegate, chunk_size: int, connection: HTTP1Connection
+    ) -> None:
         self._delegate = delegate
         self._chunk_size = chunk_size
+        # The decompressed body counts against the connection's
+        # max_body_size, so a small "zip bomb" cannot expand without bound.
+        self._connection = connection
+        self._decompressed = 0
         self._decompressor: Optional[GzipDecompressor] = None
 
     def headers_received(
@@ -736,6 +752,7 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
             except zlib.error as e:
                 raise httputil.HTTPInputError(f"invalid gzip data: {e}") from None
             data = decompressor.unconsumed_tail
+            self._count(piece)
             if piece:
                 result = self._delegate.data_received(piece)
                 if result is not None:
@@ -747,6 +764,7 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
                 tail = self._decompressor.flush()
             except zlib.error as e:
                 raise httputil.HTTPInputError(f"invalid gzip data: {e}") from None
+            self._count(tail)
             if tail:
                 # Delivered synchronously: a delegate that needs flow control
                 # has had every earlier piece through data_received.
@@ -755,6 +773,11 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
 
     def on_connection_close(self) -> None:
         return self._delegate.on_connection_close()
+
+    def _count(self, piece: bytes) -> None:
+        self._decompressed += len(piece)
+        if self._decompressed > self._connection._max_body_size:
+            raise _TooLarge("decompressed body too large")
 
 
 class HTTP1ServerConnection:
