@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Optional, 
 
 import httptools
 
-from squall import _abnf
+from squall import _abnf, httputil
 from squall.httputil import (
     HTTPConnection,
     HTTPHeaders,
@@ -46,7 +46,6 @@ from squall.httputil import (
     RequestStartLine,
     ResponseStartLine,
 )
-from squall import httputil
 from squall.log import app_log, gen_log
 from squall.netutil import is_valid_ip
 from squall.util import GzipDecompressor
