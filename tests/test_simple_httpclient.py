@@ -1034,3 +1034,34 @@ def test_connection_reset_mid_request_is_a_599_stream_closed_error() -> None:
                 c.close()
 
     run(main())
+
+
+def test_server_gone_under_a_pooled_request_is_a_599_not_a_refused_connect() -> None:
+    # The second request goes out on the pooled connection; the server dies
+    # on it and is gone for good. The client retries once on a fresh
+    # connection, which is refused: the caller still sees the failure the
+    # request ran into (599 stream closed), with the refusal as its cause.
+    async def main() -> None:
+        backend = Backend(echo)
+        await backend.__aenter__()
+        url = backend.url("/")
+
+        async def die(req: Req) -> Optional[bytes]:
+            backend.server.close()
+            await backend.server.wait_closed()
+            return None
+
+        c = client()
+        try:
+            assert (await c.fetch(url)).body == b"GET / "
+            backend.handler = die
+            with pytest.raises(HTTPStreamClosedError) as info:
+                await c.fetch(url)
+            assert info.value.code == 599
+            assert isinstance(info.value.__cause__, ConnectionRefusedError)
+            assert backend.connections == 1
+        finally:
+            c.close()
+            await backend.__aexit__(None, None, None)
+
+    run(main())

@@ -629,13 +629,14 @@ class _Fetch:
         except UnsatisfiableReadError as e:
             gen_log.info("Unsatisfiable read, closing connection: %s", e)
             self._finish_with_error(e)
-        except _ConnectionClosed:
+        except _ConnectionClosed as e:
             # A reset or an early close is a transport failure: code 599 like
             # any other, with the socket error kept as the cause.
             closed = HTTPStreamClosedError("Stream closed")
             conn = self.conn
-            if conn is not None and conn.error is not None:
-                closed.__cause__ = conn.error
+            cause = conn.error if conn is not None and conn.error is not None else e.__cause__
+            if cause is not None:
+                closed.__cause__ = cause
             self._finish_with_error(closed)
         except Exception as e:
             self._finish_with_error(e)
@@ -711,9 +712,17 @@ class _Fetch:
             conn = None if retried else self.client._take_idle(pool_key)
             if conn is None:
                 self._set_timer(connect_deadline)
-                conn = await self._connect(
-                    connect_host, connect_port, family, source_ip, ssl_context, host, pool_key
-                )
+                try:
+                    conn = await self._connect(
+                        connect_host, connect_port, family, source_ip, ssl_context, host, pool_key
+                    )
+                except OSError as e:
+                    if not retried:
+                        raise
+                    # The pooled connection died under the request (the
+                    # server may have crashed on it) and no fresh one can
+                    # be made: report what the request itself ran into.
+                    raise _ConnectionClosed() from e
             self.conn = conn
             self.time_info["connect"] = self.loop.time() - now
             self._stage = "during request"
