@@ -852,6 +852,31 @@ def test_watchdog_setting_rejects_bad_values(value: Any) -> None:
         Application([], watchdog=value)
 
 
+def test_a_body_that_does_not_parse_is_a_400_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    ran: list[str] = []
+
+    class Form(RequestHandler):
+        def post(self) -> None:
+            ran.append(self.get_body_argument("foo"))
+            self.write("ok")
+
+    async def check(port: int) -> None:
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "br"}
+        bad = await fetch(port, "/", method="POST", headers=headers, body=b"not really brotli")
+        assert bad.code == 400
+        good = await fetch(port, "/", method="POST",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"}, body=b"foo=bar")
+        assert (good.code, good.body) == (200, b"ok")
+
+    with caplog.at_level(logging.INFO, logger="squall"):
+        run_app([("/", Form)], check)
+    assert ran == ["bar"]
+    # One warning says what was wrong (the access log line for the 400 aside).
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "squall.general"]
+    assert len(warnings) == 1 and "Invalid body" in warnings[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_asynchronous_decorator_finishes_from_a_callback() -> None:
     class Handler(RequestHandler):
         @web.asynchronous

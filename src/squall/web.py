@@ -2895,7 +2895,15 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
         chunks = self.chunks
         if chunks:
             self.request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.request._parse_body()
+            try:
+                self.request._parse_body()
+            except httputil.HTTPInputError as e:
+                # A body that does not parse as the form its headers claim is
+                # the client's mistake: a 400 page through the application's
+                # error handling (its write_error), logged once, no traceback.
+                gen_log.warning("Invalid body: %s", e)
+                self.handler_class = ErrorHandler
+                self.handler_kwargs = {"status_code": 400}
         self.execute()
 
     def on_connection_close(self) -> None:
