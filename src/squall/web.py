@@ -1262,8 +1262,12 @@ class RequestHandler:
 
         Return None to send no ETag (and skip the hashing).
         """
+        buffer = self._write_buffer
+        if len(buffer) == 1:
+            # The common one-chunk body: one hash call.
+            return '"%s"' % hashlib.sha1(buffer[0]).hexdigest()
         hasher = hashlib.sha1()
-        for part in self._write_buffer:
+        for part in buffer:
             hasher.update(part)
         return '"%s"' % hasher.hexdigest()
 
@@ -1271,7 +1275,10 @@ class RequestHandler:
         """Set the ``Etag`` header from `compute_etag` (if it gives one)."""
         etag = self.compute_etag()
         if etag is not None:
-            self._headers["Etag"] = _convert_header_value(etag)
+            if type(self).compute_etag is not RequestHandler.compute_etag:
+                # Only an overriding compute_etag can produce a bad value.
+                etag = _convert_header_value(etag)
+            self._headers["Etag"] = etag
 
     def check_etag_header(self) -> bool:
         """Whether the response's ``Etag`` matches the request's ``If-None-Match``.
