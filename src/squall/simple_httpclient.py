@@ -10,11 +10,12 @@ per request.
 Pooling rules: a connection goes back to its origin's pool after a complete,
 cleanly framed response (``Content-Length`` or chunked) when neither side
 said ``Connection: close``; idle connections are closed after
-`IDLE_CONNECTION_TIMEOUT` seconds or when the server closes them. If a
-pooled connection turns out to have been closed by the server before any
-byte of the response arrived, an idempotent request without a
-``body_producer`` is retried once on a fresh connection (RFC 9112 9.3.1);
-other requests fail with `HTTPStreamClosedError`.
+`IDLE_CONNECTION_TIMEOUT` seconds or when the server closes them. Before a
+pooled connection is reused its socket is polled: one the server has closed
+(or written to unasked) is discarded, so a stale keep-alive connection never
+gets a request. A request is never sent twice: if the connection fails once
+it is sent, the fetch fails with `HTTPStreamClosedError` (code 599), as with
+Tornado's client, which opened a connection per request.
 
 The protocol runs directly on asyncio transports: one `asyncio.Protocol`
 per connection and a pure-Python, grammar-checked response reader.
@@ -29,6 +30,7 @@ import copy
 import io
 import os
 import re
+import select
 import socket
 import ssl
 import time
@@ -71,8 +73,6 @@ _READ_HIGH_WATER = 128 * 1024
 #: timeouts (nginx 75 s, Tornado's idle_connection_timeout 3600 s), so the
 #: client, not the server, closes an idle connection in the usual case.
 IDLE_CONNECTION_TIMEOUT = 15.0
-# Methods a client may retry after a connection failure (RFC 9110 9.2.2).
-_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # Methods sent without allow_nonstandard_methods, as in Tornado.
 _SUPPORTED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
@@ -265,7 +265,7 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         while conns:
             conn = conns.pop()
             conn.leave_pool()
-            if conn.usable():
+            if conn.usable() and not conn.readable_now():
                 return conn
             conn.close()
         return None
@@ -455,6 +455,31 @@ class _Connection(asyncio.Protocol):
         return not (self.closed or self.eof or self.buf) and not (
             self.transport is None or self.transport.is_closing()
         )
+
+    def readable_now(self) -> bool:
+        """True if the idle connection's socket has something to read.
+
+        Nothing is owed to an idle connection, so that is the server's close
+        (or a protocol error). Asked of the socket itself because the loop
+        may not have run since the server closed it (the blocking
+        `HTTPClient` runs its loop only inside ``fetch``), so
+        ``eof_received`` may not have been called yet.
+        """
+        assert self.transport is not None
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        try:
+            fd = sock.fileno()
+        except (OSError, ValueError):
+            return True
+        if fd < 0:
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
 
     def enter_pool(self, idle_handle: asyncio.TimerHandle) -> None:
         self.idle = True
@@ -705,46 +730,21 @@ class _Fetch:
         if request_deadline is not None and connect_deadline is not None:
             connect_deadline = min(connect_deadline, request_deadline)
 
-        retried = False
-        while True:
-            # A retry always gets a fresh connection: the pool may hold more
-            # connections that the server closed at the same moment.
-            conn = None if retried else self.client._take_idle(pool_key)
-            if conn is None:
-                self._set_timer(connect_deadline)
-                try:
-                    conn = await self._connect(
-                        connect_host, connect_port, family, source_ip, ssl_context, host, pool_key
-                    )
-                except OSError as e:
-                    if not retried:
-                        raise
-                    # The pooled connection died under the request (the
-                    # server may have crashed on it) and no fresh one can
-                    # be made: report what the request itself ran into.
-                    raise _ConnectionClosed() from e
-            self.conn = conn
-            self.time_info["connect"] = self.loop.time() - now
-            self._stage = "during request"
-            self._set_timer(request_deadline)
-            received_before = conn.bytes_received
-            try:
-                await self._exchange(conn, head, body)
-                return
-            except _ConnectionClosed:
-                if (
-                    retried
-                    or not conn.reused
-                    or conn.bytes_received != received_before
-                    or request.method not in _IDEMPOTENT_METHODS
-                    or request.body_producer is not None
-                ):
-                    raise
-            # A pooled connection the server had already closed: nothing of
-            # the response arrived, so a fresh connection may try again.
-            retried = True
-            conn.close()
-            self.conn = None
+        conn = self.client._take_idle(pool_key)
+        if conn is None:
+            self._set_timer(connect_deadline)
+            conn = await self._connect(
+                connect_host, connect_port, family, source_ip, ssl_context, host, pool_key
+            )
+        self.conn = conn
+        self.time_info["connect"] = self.loop.time() - now
+        self._stage = "during request"
+        self._set_timer(request_deadline)
+        # No automatic retry once the request is sent, whatever its method:
+        # the server may have acted on it (a crashed worker, a GET with side
+        # effects), and a Tornado user expects one send per fetch. Dead
+        # pooled connections are caught before sending instead (_take_idle).
+        await self._exchange(conn, head, body)
 
     def _build_request(
         self, parsed: urllib.parse.SplitResult, netloc: str
