@@ -921,13 +921,10 @@ class RequestHandler:
         self._log()
         self._finished = True
         self.on_finish()
-        self._break_cycles()
-        return future
-
-    def _break_cycles(self) -> None:
         # The UI namespace holds closures over the handler.
         if "ui" in self.__dict__:
             self.ui = None  # type: ignore[assignment]
+        return future
 
     def detach(self) -> iostream.IOStream:
         """Take over the connection: no response will be sent by this handler.
@@ -2741,7 +2738,7 @@ class Application(ReversibleRouter):
     def find_handler(
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> "_HandlerDelegate":
-        rules = self.default_router.rules
+        rules = self.default_router._rules
         if len(rules) == 1 and rules[0] is self._any_host_rule:
             # No host-specific rules: skip the level that would only say so.
             route = self.wildcard_router.find_handler(request)
