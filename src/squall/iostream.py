@@ -85,6 +85,14 @@ _POOL_LIMIT = 32
 # way); smaller ones are coalesced into one bytearray.
 _LARGE_WRITE_THRESHOLD = 2048
 
+# A TLS stream whose TCP transport it cannot see (the loop's TLS layer made
+# both) hands its TLS transport at most this much per write call, keeping
+# the rest itself until the TLS layer's buffer drains: the TLS layer passes
+# whatever it is given down to the TCP transport at once, so one large write
+# would otherwise sit there, unbounded and invisible to the stream. 64 KiB
+# is the TCP transports' default high-water mark (asyncio's and uvloop's).
+_TLS_WRITE_CHUNK = 64 * 1024
+
 # After ``close()``, a transport that still holds unsent data gets this long
 # to send it before it is aborted, so that a peer which stops reading cannot
 # pin a closed connection forever (nginx's ``send_timeout`` default).
@@ -924,12 +932,17 @@ class IOStream(BaseIOStream):
         body = await stream.read_until_close()
     """
 
-    __slots__ = ("socket",)
+    __slots__ = ("socket", "_owns_socket")
 
     def __init__(self, socket: socket.socket, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: The socket (for streams created by a server, the transport's view of it).
         self.socket: Any = socket
+        # True while the stream must close the socket itself: from the
+        # start until a transport takes the socket over (and closes it,
+        # even when cancelled or failing). A transport's view of its socket
+        # (uvloop's pseudo-socket) is never the stream's to close.
+        self._owns_socket = True
         if _is_connected(socket):
             self._wrap_connected()
 
@@ -961,6 +974,7 @@ class IOStream(BaseIOStream):
         stream = cls.__new__(cls)
         BaseIOStream.__init__(stream, *args)
         stream.socket = None
+        stream._owns_socket = False
         stream._on_connected = on_connected
         return stream
 
@@ -980,6 +994,7 @@ class IOStream(BaseIOStream):
         self._task = asyncio.ensure_future(self._open_transport(), loop=self._loop)
 
     async def _open_transport(self) -> None:
+        self._owns_socket = False
         try:
             await self._loop.connect_accepted_socket(lambda: self, self._sock())
         except asyncio.CancelledError:
@@ -1019,7 +1034,7 @@ class IOStream(BaseIOStream):
     def close_fd(self) -> None:
         if self._transport is not None:
             super().close_fd()
-        elif self._sock() is not None:
+        elif self._owns_socket and self._sock() is not None:
             self._sock().close()
 
     def get_fd_error(self) -> Optional[Exception]:
@@ -1118,6 +1133,16 @@ class IOStream(BaseIOStream):
         self._close_callback = None
         self._closed = True
         return tls._start_handshake(transport, with_result=True)
+
+
+def _log_tls_failure(fd: Any, peer: Any, exc: BaseException) -> None:
+    # One line, no traceback: a peer that fails a handshake (a plain-HTTP
+    # client on the TLS port, a certificate it refuses) is not a bug here.
+    # Resets are the peer leaving and are not logged, as elsewhere.
+    if isinstance(exc, ssl.SSLError):
+        gen_log.warning("SSL Error on %s %s: %s", fd, peer, exc)
+    elif not _is_connection_reset(exc):
+        gen_log.info("TLS handshake on %s %s failed: %r", fd, peer, exc)
 
 
 def _ssl_context(
@@ -1240,8 +1265,9 @@ class SSLIOStream(IOStream):
     `connect`, whose ``server_hostname`` is sent as SNI and checked against
     the certificate (clients verify certificates unless ``ssl_options`` says
     otherwise). Server side: a `~squall.tcpserver.TCPServer` with
-    ``ssl_options`` hands these to ``handle_stream`` before the handshake
-    has finished; `wait_for_handshake` waits for it. An already wrapped,
+    ``ssl_options`` hands these to ``handle_stream`` as soon as the
+    connection is accepted, before the handshake has finished;
+    `wait_for_handshake` waits for it. An already wrapped,
     connected `ssl.SSLSocket` may be passed too; its context and side are
     reused.
 
@@ -1258,6 +1284,10 @@ class SSLIOStream(IOStream):
         "_handshake_done",
         "_handshake_waiter",
         "_raw_transport",
+        "_feed_writes",
+        "_write_ends",
+        "_queued_bytes",
+        "_fed_bytes",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -1278,6 +1308,7 @@ class SSLIOStream(IOStream):
         BaseIOStream.__init__(self, *args[1:], **kwargs)
         self._on_connected = None
         self._init_tls(sock, context, server_side, hostname)
+        self._owns_socket = True
         if _is_connected(sock):
             self._wrap_connected()
 
@@ -1290,8 +1321,18 @@ class SSLIOStream(IOStream):
         self._server_hostname = server_hostname
         self._handshake_done = False
         self._handshake_waiter: Optional[asyncio.Future[None]] = None
-        # The TCP transport under the TLS one, once the handshake is done.
+        # The TCP transport under the TLS one, once a handshake made with
+        # loop.start_tls is done.
         self._raw_transport: Optional[asyncio.WriteTransport] = None
+        self._owns_socket = False
+        # A server's stream, whose TLS transport the loop makes with the
+        # TCP one out of reach, feeds writes to it in chunks: the bytes
+        # written so far, the bytes handed to the transport, and where each
+        # pending write (in _write_waiters) ends.
+        self._feed_writes = False
+        self._write_ends: collections.deque[int] = collections.deque()
+        self._queued_bytes = 0
+        self._fed_bytes = 0
 
     @classmethod
     def _bare(cls, on_connected: Optional[Callable[[BaseIOStream, Any], None]], *args: Any) -> SSLIOStream:
@@ -1321,16 +1362,54 @@ class SSLIOStream(IOStream):
             transport.close()
             return
         self._set_socket_from(transport)
-        # The TCP connection is up; TLS is layered on with loop.start_tls.
-        # A server's application sees the stream at once, as in Tornado,
-        # and the handshake runs meanwhile. Nothing may be read before the
-        # TLS layer takes over the transport.
-        transport.pause_reading()  # type: ignore[attr-defined]
+        if transport.get_extra_info("ssl_object") is not None:
+            # A server's connection: the loop has done the handshake.
+            self._attach(transport)
+            return
+        # A client's TCP connection is up; TLS is layered on with
+        # loop.start_tls. Nothing can be read as plain data meanwhile: a
+        # TLS server says nothing before the client's hello.
+        self._start_handshake(transport, with_result=False)
+
+    def _serve_accepted(self, sock: socket.socket, address: Any) -> None:
+        # Serve a connection a TLS server has just accepted: hand the stream
+        # to the application at once, the handshake running meanwhile.
+        self.socket._sock = sock
+        self._owns_socket = True
+        self._start_server_tls(sock, address)
         on_connected = self._on_connected
         self._on_connected = None
-        self._start_handshake(transport, with_result=False)
         if on_connected is not None:
-            on_connected(self, transport.get_extra_info("peername"))
+            on_connected(self, address)
+
+    def _wrap_connected(self) -> None:
+        if not self._server_side:
+            super()._wrap_connected()
+            return
+        sock = self._sock()
+        self._start_server_tls(sock, sock.getpeername())
+
+    def _start_server_tls(self, sock: socket.socket, address: Any) -> None:
+        # The loop's TLS layer takes the socket over before a byte is read
+        # from it. (A plain transport upgraded with loop.start_tls would
+        # race with the client's hello: uvloop starts reading right after
+        # connection_made, whatever the protocol asked, and the hello would
+        # be consumed as plain data.)
+        self._feed_writes = True
+        self._task = asyncio.ensure_future(self._accept_handshake(sock, address), loop=self._loop)
+
+    async def _accept_handshake(self, sock: socket.socket, address: Any) -> None:
+        fd = sock.fileno()
+        # The transport created below owns the socket, and closes it when
+        # the handshake fails or this task is cancelled.
+        self._owns_socket = False
+        try:
+            await self._loop.connect_accepted_socket(lambda: self, sock, ssl=self._ssl_context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log_tls_failure(fd, address, exc)
+            self._handshake_failed(exc, None)
 
     def _attach(self, transport: asyncio.BaseTransport) -> None:
         self._handshake_done = True
@@ -1347,6 +1426,8 @@ class SSLIOStream(IOStream):
 
     async def _handshake(self, raw: asyncio.BaseTransport, future: asyncio.Future[Any]) -> None:
         server_side = self._server_side
+        # For the log line: a failed start_tls has closed the socket.
+        fd, peer = self.fileno(), self._peer()
         try:
             transport = await self._loop.start_tls(
                 raw,  # type: ignore[arg-type]
@@ -1361,6 +1442,9 @@ class SSLIOStream(IOStream):
             raw.abort()  # type: ignore[attr-defined]
             raise
         except Exception as exc:
+            if isinstance(exc, ssl.SSLError):
+                # Other failures are the connect future's to report.
+                _log_tls_failure(fd, peer, exc)
             raw.abort()  # type: ignore[attr-defined]
             self._handshake_failed(exc, future)
             return
@@ -1373,7 +1457,6 @@ class SSLIOStream(IOStream):
 
     def _handshake_failed(self, exc: Exception, future: Optional[asyncio.Future[Any]]) -> None:
         if isinstance(exc, ssl.SSLError):
-            gen_log.warning("SSL Error on %s %s: %s", self.fileno(), self._peer(), exc)
             _fail(future, exc)
             _fail(self._connect_future, exc)
             _fail(self._handshake_waiter, exc)
@@ -1382,6 +1465,67 @@ class SSLIOStream(IOStream):
     def _unsent(self) -> int:
         raw = self._raw_transport
         return super()._unsent() + (raw.get_write_buffer_size() if raw is not None else 0)
+
+    def write(self, data: _Buffer) -> asyncio.Future[None]:
+        if not self._feed_writes:
+            return super().write(data)
+        if self._closed:
+            raise StreamClosedError(real_error=self.error)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"write() needs bytes, bytearray or memoryview, got {type(data).__name__}")
+        future: asyncio.Future[None] = self._loop.create_future()
+        pending = self._write_buffer
+        if pending is None:
+            pending = self._write_buffer = _StreamBuffer()
+        size = _byte_view(data).nbytes
+        self._check_write_limit(len(pending) + self._unsent() + size)
+        pending.append(data)
+        self._queued_bytes += size
+        self._write_ends.append(self._queued_bytes)
+        self._queue_write_waiter(future)
+        self._feed()
+        return future
+
+    def _feed(self) -> None:
+        # Hand queued bytes to the TLS transport a chunk at a time until it
+        # pauses the stream, then resolve the writes that are all handed
+        # over (unless paused: those wait for resume_writing).
+        transport = self._writer
+        pending = self._write_buffer
+        if transport is None or pending is None:
+            return
+        while pending and not self._writing_paused and not transport.is_closing():
+            with pending.peek(_TLS_WRITE_CHUNK) as view:
+                size = view.nbytes
+                transport.write(view.tobytes())
+            pending.advance(size)
+            self._fed_bytes += size
+        if self._writing_paused:
+            return
+        ends = self._write_ends
+        waiters = self._write_waiters
+        fed = self._fed_bytes
+        while ends and ends[0] <= fed and waiters:
+            ends.popleft()
+            _resolve(waiters.popleft(), None)
+
+    def _attach_writer(self, transport: asyncio.WriteTransport) -> None:
+        if not self._feed_writes:
+            super()._attach_writer(transport)
+            return
+        self._writer = transport
+        self._feed()
+
+    def resume_writing(self) -> None:
+        if not self._feed_writes:
+            super().resume_writing()
+            return
+        self._writing_paused = False
+        self._feed()
+
+    def _fail_writes(self) -> None:
+        super()._fail_writes()
+        self._write_ends.clear()
 
     def _peer(self) -> Any:
         try:
