@@ -118,6 +118,35 @@ def test_first_matching_rule_wins_across_exact_and_regex_rules() -> None:
     assert router.find_handler(make_request("/b")) == "catch-all"
 
 
+def test_exact_rules_behind_regex_rules_keep_first_match_order() -> None:
+    # The look-up plan moves exact paths ahead of regexes that cannot match
+    # them; every answer must still be the first rule, in list order, whose
+    # matcher matches and whose target accepts.
+    specs: list[tuple[Any, Recorder]] = [
+        (r"/static/(.*)", Recorder("static")),
+        (r"/(favicon\.ico)", Recorder("favicon")),
+        ("/plain", Recorder("no-plain", answer=False)),
+        (r"/p.*n", Recorder("regex-plain")),
+        ("/plain", Recorder("late-plain")),
+        ("/json", Recorder("json")),
+        ("/static/x", Recorder("shadowed")),
+        (HostMatches("other"), Recorder("host")),
+        ("/after-host", Recorder("after-host")),
+        ("/json", Recorder("second-json")),
+    ]
+    router = RuleRouter(specs)
+    for path in ["/plain", "/json", "/static/x", "/favicon.ico", "/after-host", "/pin", "/none"]:
+        request = make_request(path)
+        expected = None
+        for matcher, target in specs:
+            found = (PathMatches(matcher) if isinstance(matcher, str) else matcher).match(request)
+            if found is not None and target.answer:
+                expected = target.label
+                break
+        assert router.find_handler(request) == expected, path
+    assert router.find_handler(make_request("/after-host", host="other")) == "host"
+
+
 def test_rule_that_declines_lets_later_rules_try() -> None:
     declining = Recorder("no", answer=False)
     same_path = Recorder("second")
