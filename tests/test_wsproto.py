@@ -392,3 +392,24 @@ def test_deflate_options_are_checked() -> None:
         PerMessageDeflate(DeflateParams(), client=False, options={"mem_level": 99})
     small = PerMessageDeflate(DeflateParams(), client=False, options={"compression_level": 1, "mem_level": 1})
     assert zlib.decompressobj(-15).decompress(small.compress(b"x" * 100) + b"\x00\x00\xff\xff") == b"x" * 100
+
+
+def test_tornado_shaped_deflate_objects_round_trip_and_cap_size() -> None:
+    import pytest as _pytest
+
+    from squall.websocket import (
+        _DecompressTooLargeError,
+        _PerMessageDeflateCompressor,
+        _PerMessageDeflateDecompressor,
+    )
+
+    for persistent in (True, False):
+        for wbits in (9, 12, None):
+            c = _PerMessageDeflateCompressor(persistent, wbits)
+            d = _PerMessageDeflateDecompressor(persistent, wbits, max_message_size=1 << 16)
+            for message in (b"", b"hello " * 50, bytes(range(256)) * 8, b"hello " * 50):
+                assert d.decompress(c.compress(message)) == message
+    big = _PerMessageDeflateCompressor(False, None).compress(b"z" * 5000)
+    with _pytest.raises(_DecompressTooLargeError):
+        _PerMessageDeflateDecompressor(False, None, 4999).decompress(big)
+    assert _PerMessageDeflateDecompressor(False, None, 5000).decompress(big) == b"z" * 5000

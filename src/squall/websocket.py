@@ -65,6 +65,67 @@ __all__ = [
     "websocket_connect",
 ]
 
+# --- Tornado's per-direction deflate objects ---------------------------------
+#
+# Tornado exposes one compressor and one decompressor object per direction;
+# code and tests written against it build them directly. squall's connections
+# use `_wsproto.PerMessageDeflate`, which these wrap (server side: the
+# compressor sends with the server_* parameters, the decompressor reads with
+# the client_* ones).
+
+
+class _DecompressTooLargeError(Exception):
+    """A compressed message inflated past ``max_message_size``."""
+
+
+class _PerMessageDeflateCompressor:
+    """Compresses the messages of one direction (RFC 7692).
+
+    ``persistent`` keeps the compression context between messages (context
+    takeover); ``max_wbits`` is the window size in bits (None: 15).
+    """
+
+    def __init__(
+        self,
+        persistent: bool,
+        max_wbits: Optional[int],
+        compression_options: Optional[dict[str, Any]] = None,
+    ) -> None:
+        params = _wsproto.DeflateParams(
+            server_no_context_takeover=not persistent, server_max_window_bits=max_wbits
+        )
+        self._deflate = _wsproto.PerMessageDeflate(params, client=False, options=compression_options)
+
+    def compress(self, data: bytes) -> bytes:
+        return self._deflate.compress(data)
+
+
+class _PerMessageDeflateDecompressor:
+    """Decompresses the messages of one direction, refusing (with
+    `_DecompressTooLargeError`) any that inflates past ``max_message_size``
+    without inflating the rest of it."""
+
+    def __init__(
+        self,
+        persistent: bool,
+        max_wbits: Optional[int],
+        max_message_size: int,
+        compression_options: Optional[dict[str, Any]] = None,
+    ) -> None:
+        params = _wsproto.DeflateParams(
+            client_no_context_takeover=not persistent, client_max_window_bits=max_wbits
+        )
+        self._deflate = _wsproto.PerMessageDeflate(params, client=False, options=compression_options)
+        self._max_message_size = max_message_size
+
+    def decompress(self, data: bytes) -> bytes:
+        out = self._deflate.decompress(data, self._max_message_size, last=True)
+        if len(out) > self._max_message_size:
+            self._deflate.abandon_message()
+            raise _DecompressTooLargeError()
+        return out
+
+
 # --- Limits -------------------------------------------------------------------
 
 # Largest message accepted unless the application says otherwise (the
