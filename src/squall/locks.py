@@ -215,7 +215,43 @@ class _ReleasingContextManager:
         self._obj.release()
 
 
-class Semaphore(_TimeoutGarbageCollector):
+class _AsyncWithOnly:
+    """``async with x:`` acquires and releases; a plain ``with x:`` is a
+    mistake (it could not wait) and raises at once. For Semaphore and Lock."""
+
+    def acquire(self, timeout: _Timeout | None = None) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        raise RuntimeError(
+            f"Use 'async with' (or 'with (yield x.acquire())') instead of 'with' for "
+            f"{self.__class__.__name__}"
+        )
+
+    def __exit__(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.__enter__()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+class Semaphore(_AsyncWithOnly, _TimeoutGarbageCollector):
     """A counter that limits how many coroutines run a section at once.
 
     `acquire` takes a slot (waiting, in FIFO order, while the counter is 0)
@@ -282,30 +318,6 @@ class Semaphore(_TimeoutGarbageCollector):
             _on_timeout(waiter, timeout, expire)
         return waiter
 
-    def __enter__(self) -> None:
-        raise RuntimeError(
-            f"Use 'async with' (or 'with (yield x.acquire())') instead of 'with' for "
-            f"{self.__class__.__name__}"
-        )
-
-    def __exit__(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: types.TracebackType | None,
-    ) -> None:
-        self.__enter__()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.release()
 
 
 class BoundedSemaphore(Semaphore):
@@ -324,7 +336,7 @@ class BoundedSemaphore(Semaphore):
         super().release()
 
 
-class Lock:
+class Lock(_AsyncWithOnly):
     """A mutual-exclusion lock for coroutines.
 
     `acquire` waits (in FIFO order) until the lock is free and takes it;
@@ -351,24 +363,3 @@ class Lock:
         except ValueError:
             raise RuntimeError("release unlocked lock") from None
 
-    def __enter__(self) -> None:
-        raise RuntimeError("Use 'async with' (or 'with (yield lock.acquire())') instead of 'with' for Lock")
-
-    def __exit__(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.__enter__()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        self.release()
