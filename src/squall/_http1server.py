@@ -754,18 +754,7 @@ class _ServerProtocol(asyncio.Protocol):
             self._backlog_bytes += len(data)
             if self._backlog_bytes > MAX_BACKLOG and not self._reading_paused:
                 self._pause_reading()
-        # _uncork(), inlined: this runs once per read.
-        self._corked = False
-        out = self._out
-        if out:
-            transport = self._transport
-            if not transport.is_closing():
-                # join() hands back a lone element as is, without a copy.
-                transport.write(b"".join(out))
-            out.clear()
-        if self._close_after_flush:
-            self._close_after_flush = False
-            self._close_transport()
+        self._uncork()
 
     def eof_received(self) -> Optional[bool]:
         # A client that shuts down its side has gone away (as for Tornado);

@@ -36,6 +36,8 @@ import struct
 import zlib
 from typing import Any, Optional, Union
 
+from squall.util import _websocket_mask
+
 __all__ = [
     "BINARY",
     "CLOSE",
@@ -123,21 +125,9 @@ class ProtocolError(Exception):
 # --- Masking ----------------------------------------------------------------
 
 
-def websocket_mask(mask: bytes, data: bytes) -> bytes:
-    """Return ``data`` XORed with the 4-byte ``mask`` repeated (RFC 6455
-    section 5.3); applying it twice gives ``data`` back.
-
-    Raises `ValueError` if ``mask`` is not exactly 4 bytes long.
-    """
-    if len(mask) != 4:
-        raise ValueError(f"a WebSocket mask is 4 bytes, got {len(mask)}: {bytes(mask)!r}")
-    n = len(data)
-    if n == 0:
-        return b""
-    # One big-integer XOR runs in C over the whole payload, far faster than
-    # a Python loop over bytes.
-    key = (bytes(mask) * ((n + 3) >> 2))[:n]
-    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+# RFC 6455 section 5.3 masking (XOR with the 4-byte key repeated; its own
+# inverse). The runtime layer owns it; Tornado code imports it from util.
+websocket_mask = _websocket_mask
 
 
 # --- Close codes ------------------------------------------------------------
