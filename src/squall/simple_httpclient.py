@@ -654,14 +654,13 @@ class _Fetch:
         except UnsatisfiableReadError as e:
             gen_log.info("Unsatisfiable read, closing connection: %s", e)
             self._finish_with_error(e)
-        except _ConnectionClosed as e:
+        except _ConnectionClosed:
             # A reset or an early close is a transport failure: code 599 like
             # any other, with the socket error kept as the cause.
             closed = HTTPStreamClosedError("Stream closed")
             conn = self.conn
-            cause = conn.error if conn is not None and conn.error is not None else e.__cause__
-            if cause is not None:
-                closed.__cause__ = cause
+            if conn is not None and conn.error is not None:
+                closed.__cause__ = conn.error
             self._finish_with_error(closed)
         except Exception as e:
             self._finish_with_error(e)
