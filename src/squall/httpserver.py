@@ -33,6 +33,7 @@ from squall import httputil
 from squall._http1server import HEADER_TIMEOUT, IDLE_TIMEOUT, _RequestContext, _ServerProtocol
 from squall.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnection
 from squall.httputil import HTTPServerRequest
+from squall.iostream import SSLIOStream
 from squall.tcpserver import TCPServer
 from squall.util import Configurable
 
@@ -169,21 +170,22 @@ class HTTPServer(TCPServer, Configurable, httputil.HTTPServerConnectionDelegate)
             await conn.close()
 
     def _make_protocol(self) -> asyncio.BaseProtocol:
-        if self.ssl_options is not None:
-            # TCPServer terminates TLS in an SSLIOStream, so HTTPS is served
-            # over that stream (handle_stream) rather than the fast protocol.
-            return super()._make_protocol()
+        # With ssl_options, TCPServer gives this protocol to the loop's TLS
+        # layer, which connects it once the handshake is done: HTTPS is
+        # served by the same protocol as HTTP, over a transport that
+        # encrypts (the protocol sees its ``sslcontext`` and says "https").
         return _ServerProtocol(self, self.conn_params, self._idle_timeout)
 
     def handle_stream(self, stream: Any, address: Any) -> None:
         """Serve HTTP on an already-connected `~squall.iostream.IOStream`
-        (the `~squall.tcpserver.TCPServer` path, used when a connection
-        arrives as a stream rather than through this server's protocol)."""
+        (for code that accepts connections itself, e.g. to sniff a
+        protocol, and hands the HTTP ones over). Connections this server
+        accepts never come here: they are served by its own protocol."""
         context = _RequestContext(
             address,
-            getattr(getattr(stream, "socket", None), "family", None),
+            getattr(stream.socket, "family", None),
             self.protocol,
-            _is_ssl_stream(stream),
+            isinstance(stream, SSLIOStream),
             self.trusted_downstream,
         )
         conn = HTTP1ServerConnection(stream, self.conn_params, context)
@@ -203,12 +205,6 @@ class HTTPServer(TCPServer, Configurable, httputil.HTTPServerConnectionDelegate)
 
     def on_close(self, server_conn: object) -> None:
         self._connections.discard(server_conn)
-
-
-def _is_ssl_stream(stream: Any) -> bool:
-    return isinstance(getattr(stream, "socket", None), ssl.SSLSocket) or type(
-        stream
-    ).__name__ == "SSLIOStream"
 
 
 class _CallableAdapter(httputil.HTTPMessageDelegate):
