@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import urllib.parse
 
 import pytest
@@ -43,6 +44,27 @@ def test_xhtml_escape_round_trip(raw: str | bytes, escaped: str) -> None:
     assert xhtml_escape(raw) == escaped
     assert type(xhtml_escape(raw)) is str
     assert xhtml_unescape(escaped) == to_unicode(raw)
+
+
+class _Sub(str):
+    def __str__(self) -> str:
+        return "other"
+
+
+@pytest.mark.parametrize("value", ["", "no markup", "<>&\"'" * 3, "&lt;", "\u00e9<\U0001f600>", _Sub("<s>")])
+def test_xhtml_escape_matches_html_escape(value: str) -> None:
+    expected = html.escape(value, quote=True)
+    assert xhtml_escape(value) == expected
+    assert type(xhtml_escape(value)) is str
+
+
+def test_xhtml_escape_rejects_other_types() -> None:
+    with pytest.raises(TypeError, match="Expected bytes, unicode, or None"):
+        xhtml_escape(1)  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        xhtml_escape(None)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeDecodeError):
+        xhtml_escape(b"\xff")
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,104 @@ def test_kwargs_override_namespace() -> None:
     assert loader.load("t.html").generate(k=2) == b"6 2"
 
 
+class _Shouting(str):
+    """A str subclass whose str() differs from its characters."""
+
+    def __str__(self) -> str:
+        return "SHOUT"
+
+
+class _Markup:
+    def __str__(self) -> str:
+        return "<obj & 'co'>"
+
+
+# Values the inline escaping (exact str) and its helper (everything else)
+# must render exactly as the escape module does.
+TRICKY_VALUES: list[Any] = [
+    "",
+    "plain",
+    "<script>alert('x & \"y\"')</script>",
+    "&amp; already",
+    "\u00e9\u2603 <\U0001f600>",
+    b"<b>\xc3\xa9</b>",
+    b"",
+    None,
+    0,
+    -12,
+    1.5,
+    float("inf"),
+    True,
+    ["<", b">"],
+    _Shouting("<i>"),
+    _Markup(),
+]
+
+
+def _generic_render(source: str, **kwargs: Any) -> bytes:
+    """Render through the path a caller-supplied escaper takes (no inline escaping)."""
+    return Template(source).generate(xhtml_escape=lambda value: escape.xhtml_escape(value), **kwargs)
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES, ids=repr)
+def test_inline_escaping_matches_the_generic_path(value: Any) -> None:
+    if isinstance(value, (str, bytes)):
+        text = escape.to_unicode(value)
+        expected = escape.xhtml_escape(str.__str__(text) if isinstance(text, str) else text)
+    else:
+        expected = escape.xhtml_escape(str(value))
+    source = "[{{ v }}]{% for i in range(2) %}({{ v }}){% end %}"
+    out = render(source, v=value)
+    assert out == f"[{expected}]({expected})({expected})".encode()
+    assert _generic_render(source, v=value) == out
+
+
+@pytest.mark.parametrize("value", TRICKY_VALUES, ids=repr)
+def test_raw_output_of_tricky_values(value: Any) -> None:
+    if isinstance(value, bytes):
+        expected = value
+    elif isinstance(value, str):
+        expected = str.__str__(value).encode()
+    else:
+        expected = str(value).encode()
+    assert render("{% raw v %}|{% autoescape None %}{{ v }}", v=value) == expected + b"|" + expected
+
+
+def test_bytes_that_are_not_utf8() -> None:
+    # Raw output passes them through untouched, whatever surrounds them.
+    blob = b"\xff\xfe<\x80>"
+    assert render("a{% raw v %}\u00e9{{ s }}", v=blob, s="<") == b"a" + blob + "\u00e9&lt;".encode()
+    assert render("{% apply f %}x{% end %}", f=lambda b: b + b"\xff") == b"x\xff"
+    # Escaping decodes them, as xhtml_escape does.
+    with pytest.raises(UnicodeDecodeError):
+        render("{{ v }}", v=blob)
+
+
+def test_text_with_lone_surrogates_cannot_be_encoded() -> None:
+    with pytest.raises(UnicodeEncodeError):
+        render("{{ v }}", v="\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        render("{% raw v %}", v="\udcff")
+
+
+def test_escaper_results_follow_utf8_rules() -> None:
+    assert render("{{ v }}", v="x", xhtml_escape=lambda b: b"<" + b + b">") == b"<x>"
+    with pytest.raises(TypeError, match="Expected bytes, unicode, or None"):
+        render("{{ v }}", v="x", xhtml_escape=lambda b: 42)
+    # None is passed along and fails the page's join, as in Tornado.
+    with pytest.raises(TypeError):
+        render("{{ v }}", v="x", xhtml_escape=lambda b: None)
+
+
+def test_expression_list_is_one_tuple() -> None:
+    assert render("{{ 1, '<' }}") == b"(1, &#x27;&lt;&#x27;)"
+
+
+def test_output_before_a_caught_error_is_kept() -> None:
+    source = "{% try %}a{{ x }}b{{ 1 / 0 }}c{% except ZeroDivisionError %}E{% end %}."
+    assert render(source, x="<") == b"a&lt;bE."
+
+
 # -- directives ---------------------------------------------------------------
 
 def test_if_elif_else() -> None:
@@ -484,11 +582,32 @@ DIFFERENTIAL_CASES = [
     "{% autoescape escape %}{{ '<' }}{% raw '<' %}",
     "{{ linkify('see http://x.com') }} {{ json_encode('</') }}",
     "\u00e9{{ '\u00e9' }}{{!x}}{%!x%}{#!x#}",
+    "{% for v in values %}[{{ v }}|{% raw v %}]{% end %}",
+    "{% apply f %}<{{ values[2] }}>{% end %}{% autoescape None %}{{ values[0] }}",
+]
+
+
+class _Odd:
+    def __str__(self) -> str:
+        return "<odd & 'co'>"
+
+
+DIFFERENTIAL_VALUES: list[Any] = [
+    "<a href=\"x\">'&amp;'</a>",
+    "plain \u00e9\u2603",
+    b"<b>\xc3\xa9</b>",
+    None,
+    7,
+    2.5,
+    False,
+    ["<", b">"],
+    _Odd(),
 ]
 
 
 @pytest.mark.parametrize("source", DIFFERENTIAL_CASES)
 def test_same_output_as_tornado(source: str) -> None:
     tornado_template = pytest.importorskip("tornado.template")
-    expected = tornado_template.Template(source, name="d.html").generate(x=1)
-    assert Template(source, name="d.html").generate(x=1) == expected
+    kwargs = {"x": 1, "values": DIFFERENTIAL_VALUES, "f": bytes.upper}
+    expected = tornado_template.Template(source, name="d.html").generate(**kwargs)
+    assert Template(source, name="d.html").generate(**kwargs) == expected

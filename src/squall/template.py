@@ -101,7 +101,7 @@ __all__ = [
 _DEFAULT_AUTOESCAPE = "xhtml_escape"
 
 # The stock escaper, compared by identity to decide whether rendering may
-# take the shortcut that escapes ``str`` without a UTF-8 round trip.
+# use the escaping written inline into the generated code.
 _STOCK_XHTML_ESCAPE = escape.xhtml_escape
 
 _WHITESPACE_MODES = ("all", "single", "oneline")
@@ -429,7 +429,7 @@ class _Parser:
 # Code generation
 
 def _to_bytes(value: Any) -> bytes:
-    """Convert an expression's value to the bytes a template outputs."""
+    """Convert an expression's value to the bytes a custom autoescape function receives."""
     if value.__class__ is str:
         return value.encode("utf-8")
     if isinstance(value, bytes):
@@ -439,38 +439,111 @@ def _to_bytes(value: Any) -> bytes:
     return str(value).encode("utf-8")
 
 
-def _xhtml_to_bytes(value: Any) -> bytes:
-    """The stock autoescape, without converting ``str`` to bytes and back.
+# The stock autoescape, written inline into generated code for values that
+# are exactly ``str``: the replacements of ``html.escape(value, quote=True)``,
+# "&" first so that no entity is escaped twice. Inline, a ``{{ }}`` costs no
+# Python call frame, and each ``replace`` runs only when its character is
+# there: an ``in`` test is several times cheaper than a ``replace`` call
+# that finds nothing, and most output has no markup characters.
+_XHTML_REPLACEMENTS = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ('"', "&quot;"),
+    ("'", "&#x27;"),
+)
+_INLINE_XHTML_ESCAPE = tuple(
+    f"if {char!r} in _tt_x: _tt_x = _tt_x.replace({char!r}, {entity!r})"
+    for char, entity in _XHTML_REPLACEMENTS
+)
 
-    Gives the same bytes as ``utf8(xhtml_escape(_to_bytes(value)))``; the
-    replacements are those of ``html.escape(value, quote=True)``, inlined
-    because this runs once per ``{{ }}`` in every render.
+
+def _xhtml_escape_other(value: Any) -> str:
+    """The stock autoescape of a value that is not exactly ``str``.
+
+    Gives the characters of ``utf8(xhtml_escape(_to_bytes(value)))``:
+    bytes are decoded as UTF-8 (strictly, as ``xhtml_escape`` does), other
+    objects go through ``str()``.
     """
     cls = value.__class__
-    if cls is not str:
-        if cls is int:
-            return b"%d" % value
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
-        elif not isinstance(value, str):
-            value = str(value)
-    return (
-        value.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&#x27;")
-        .encode("utf-8")
-    )
+    if cls is int or cls is float or cls is bool or value is None:
+        # Their str() has no markup characters.
+        return str(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    elif isinstance(value, str):
+        # A subclass's characters, not whatever its __str__ makes of them.
+        value = str.__str__(value)
+    else:
+        value = str(value)
+        if value.__class__ is not str:
+            value = str.__str__(value)
+    return escape.xhtml_escape(value)
 
 
-def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], bytes]:
+def _piece(value: bytes) -> str | bytes:
+    """Bytes output as the page buffer holds it: decoded when valid UTF-8.
+
+    Other bytes stay ``bytes`` in the buffer; the final join then encodes
+    piece by piece (``_join_mixed``), so they reach the page unchanged.
+    Decoding valid UTF-8 and encoding it again gives the same bytes.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value
+
+
+def _raw_text(value: Any) -> str | bytes:
+    """Unescaped output of a value that is not exactly ``str``: bytes as
+    they are, other objects through ``str()``."""
+    if isinstance(value, bytes):
+        return _piece(value)
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _function_result(value: Any) -> str | bytes | None:
+    """An escape or ``{% apply %}`` function's result, under ``utf8()``'s
+    rules: ``str``, ``bytes`` and ``None`` are output (``None`` then fails
+    the page's join, as it does in Tornado), anything else raises
+    ``TypeError``."""
+    if isinstance(value, bytes):
+        return _piece(value)
+    if value is None or isinstance(value, str):
+        return value
+    return escape.utf8(value)  # raises TypeError naming the type
+
+
+def _join_mixed(parts: list[Any]) -> bytes:
+    """The page's bytes when the buffer holds more than ``str`` pieces."""
+    return b"".join([part.encode("utf-8") if isinstance(part, str) else part for part in parts])
+
+
+class _NoValue:
+    """A class no value is exactly: given as ``_tt_fast`` it turns the inline
+    escaping off, so that every value goes through ``_tt_e``."""
+
+
+def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | bytes | None]:
     """Autoescape through a caller-chosen function that receives bytes."""
 
-    def escape_value(value: Any) -> bytes:
-        return escape.utf8(function(_to_bytes(value)))  # type: ignore[no-any-return]
+    def escape_value(value: Any) -> str | bytes | None:
+        return _function_result(function(_to_bytes(value)))
 
     return escape_value
+
+
+# What the generated function's parameters default to: ``_tt_fast`` (the
+# class whose values are escaped inline), ``_tt_e`` (autoescape of any other
+# value), ``_tt_str``, ``_tt_r`` (raw output of a non-``str`` value), ``_tt_b``
+# (a value as bytes for a named autoescape function), ``_tt_u`` (a function's
+# result as a page piece) and ``_tt_join``. Bound as parameters they are fast
+# local variables that a template's own names cannot shadow.
+_PARAMS = "_tt_fast, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_join"
+_HELPERS = (_raw_text, _to_bytes, _function_result, _join_mixed)
+_STOCK_DEFAULTS = (str, _xhtml_escape_other, str, *_HELPERS)
 
 
 class _Writer:
@@ -516,9 +589,9 @@ class _Writer:
 
     def flush_text(self) -> None:
         if self._pending:
-            data = "".join(self._pending).encode("utf-8")
+            text = "".join(self._pending)
             self._pending.clear()
-            self.emit(f"_tt_emit({data!r})", self._pending_line)
+            self.emit(f"_tt_emit({text!r})", self._pending_line)
 
     def function(self, name: str, body: list[Any], line: int, params: str = "") -> None:
         self.emit(f"def {name}({params}):", line)
@@ -527,7 +600,13 @@ class _Writer:
         self.emit("_tt_emit = _tt_parts.append", line)
         self.write(body)
         self.flush_text()
-        self.emit("return b''.join(_tt_parts)", line)
+        # The pieces are str, encoded once; bytes that are not UTF-8 (or a
+        # stray non-text piece, which then fails as it would in Tornado)
+        # take the piece-by-piece join.
+        self.emit("try:", line)
+        self.emit("    return ''.join(_tt_parts).encode()", line)
+        self.emit("except TypeError:", line)
+        self.emit("    return _tt_join(_tt_parts)", line)
         self._indent -= 1
 
     def write(self, nodes: list[Any]) -> None:
@@ -557,7 +636,7 @@ class _Writer:
                 self._applies += 1
                 name = f"_tt_apply{self._applies}"
                 self.function(name, node.body, node.line)
-                self.emit(f"_tt_emit(_tt_utf8(({node.function})({name}())))", node.line)
+                self.emit(f"_tt_emit(_tt_u(({node.function})({name}())))", node.line)
             elif kind is _Block:
                 block, owner = self._blocks[node.name]
                 self._inside(owner, node.line, block.body)
@@ -586,13 +665,23 @@ class _Writer:
             # A comment or line break inside the expression must not swallow
             # the closing parentheses.
             code = code + "\n"
+        # Parenthesized, a line break inside the expression is harmless and
+        # "a, b" is one tuple.
+        self.emit(f"_tt_x = ({code})", node.line)
         autoescape = None if node.raw else self._template.autoescape
         if autoescape is None:
-            self.emit(f"_tt_emit(_tt_b({code}))", node.line)
+            self.emit("_tt_emit(_tt_x if _tt_x.__class__ is _tt_str else _tt_r(_tt_x))", node.line)
         elif autoescape == _DEFAULT_AUTOESCAPE and self._fast_escape:
-            self.emit(f"_tt_emit(_tt_e({code}))", node.line)
+            self.emit("if _tt_x.__class__ is _tt_fast:", node.line)
+            self._indent += 1
+            for line in _INLINE_XHTML_ESCAPE:
+                self.emit(line, node.line)
+            self.emit("_tt_emit(_tt_x)", node.line)
+            self._indent -= 1
+            self.emit("else:", node.line)
+            self.emit("    _tt_emit(_tt_e(_tt_x))", node.line)
         else:
-            self.emit(f"_tt_emit(_tt_utf8(({autoescape})(_tt_b({code}))))", node.line)
+            self.emit(f"_tt_emit(_tt_u(({autoescape})(_tt_b(_tt_x))))", node.line)
 
     def _compound(self, node: _Compound) -> None:
         for header, line, body in node.clauses:
@@ -702,7 +791,7 @@ class Template:
         execute = _function_code(compiled)
         if _escaper_is_local(execute):
             # The template rebinds "xhtml_escape" itself, so escaping must go
-            # through that name as written rather than the shortcut.
+            # through that name as written, not the inline escaping.
             self.code, self._origins = self._generate_python(loader, fast_escape=False)
             compiled = self._compile()
             execute = _function_code(compiled)
@@ -749,12 +838,12 @@ class Template:
         namespace = {**self._defaults, **self.namespace, **kwargs}
         escaper = namespace.get("xhtml_escape")
         if escaper is _STOCK_XHTML_ESCAPE:
-            escape_value = _xhtml_to_bytes
+            defaults = _STOCK_DEFAULTS
         else:
-            escape_value = _custom_escaper(escaper)  # type: ignore[arg-type]
-        execute = types.FunctionType(self._execute, namespace)
+            defaults = (_NoValue, _custom_escaper(escaper), str, *_HELPERS)  # type: ignore[arg-type]
+        execute = types.FunctionType(self._execute, namespace, None, defaults)
         try:
-            return execute(escape_value, _to_bytes)  # type: ignore[no-any-return]
+            return execute()  # type: ignore[no-any-return]
         except Exception as e:
             self._annotate(e, namespace)
             raise
@@ -785,7 +874,7 @@ class Template:
             _collect_blocks(template.file.body, template, loader, blocks)
         root = ancestors[-1]
         writer = _Writer(root, loader, blocks, fast_escape)
-        writer.function("_tt_execute", root.file.body, 0, params="_tt_e, _tt_b")
+        writer.function("_tt_execute", root.file.body, 0, params=_PARAMS)
         return "\n".join(writer.lines) + "\n", writer.origins
 
     def _ancestors(self, loader: BaseLoader | None) -> list[Template]:
