@@ -151,17 +151,18 @@ def test_interim_responses_are_skipped():
     assert (rec.body, rec.finished, rec.closed) == (b"ok", 1, 0)
 
 
-@pytest.mark.parametrize("method,status", [("HEAD", 200), ("GET", 204), ("GET", 304)])
-def test_responses_without_body(method, status):
+@pytest.mark.parametrize(
+    "method,status,length", [("HEAD", 200, 10), ("GET", 304, 10), ("GET", 204, 0), ("GET", 204, None)]
+)
+def test_responses_without_body(method, status, length):
     async def main():
         client, server = stream_pair()
         conn = HTTP1Connection(client, True)
         conn.write_headers(RequestStartLine(method, "/", "HTTP/1.1"), HTTPHeaders())
         conn.finish()
         await server.read_until(b"\r\n\r\n")
-        await server.write(
-            b"HTTP/1.1 %d X\r\nContent-Length: 10\r\n\r\nHTTP/1.1 200 OK\r\n" % status
-        )
+        framing = b"" if length is None else b"Content-Length: %d\r\n" % length
+        await server.write(b"HTTP/1.1 %d X\r\n%s\r\nHTTP/1.1 200 OK\r\n" % (status, framing))
         rec = Recorder()
         assert await conn.read_response(rec) is True
         # What follows the head is the next response, not a body.
@@ -222,11 +223,14 @@ def test_chunked_response_with_extensions_and_trailers():
         (b"Content-Length: 5, 6\r\n\r\nhello", "Multiple unequal Content-Lengths"),
         (b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", "both Transfer-Encoding"),
         (b"Transfer-Encoding: gzip, chunked\r\n\r\n", "Unsupported Transfer-Encoding"),
+        (b"Content-Length: 5\r\n\r\nhello", "Response with code 204 should not have body"),
+        (b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "Response with code 204 should not have"),
     ],
 )
 def test_malformed_responses(caplog, response, message):
     caplog.set_level(logging.INFO, logger="squall.general")
-    result, rec, client = run(read_as_client(b"HTTP/1.1 200 OK\r\n" + response, close=False))
+    status = b"204 No Content" if "204" in message else b"200 OK"
+    result, rec, client = run(read_as_client(b"HTTP/1.1 " + status + b"\r\n" + response, close=False))
     assert result is False
     assert rec.closed == 1 and rec.finished == 0
     logged = [r.getMessage() for r in caplog.records if r.name == "squall.general"]
@@ -276,6 +280,80 @@ def test_decompress_response():
     assert all(len(c) <= 64 for c in rec.chunks)
     assert rec.headers[0]["X-Consumed-Content-Encoding"] == "gzip"
     assert "Content-Encoding" not in rec.headers[0]
+
+
+def test_body_until_close_is_streamed_within_the_limit(caplog):
+    caplog.set_level(logging.INFO, logger="squall.general")
+    result, rec, _ = run(read_as_client(b"HTTP/1.0 200 OK\r\n\r\n" + b"a" * 200, chunk_size=64))
+    assert (result, rec.body, rec.finished) == (False, b"a" * 200, 1)
+    assert all(len(c) <= 64 for c in rec.chunks)
+    result, rec, _ = run(read_as_client(b"HTTP/1.0 200 OK\r\n\r\n" + b"a" * 200, max_body_size=100))
+    assert (result, rec.finished, rec.closed) == (False, 0, 1)
+    logged = [r.getMessage() for r in caplog.records if r.name == "squall.general"]
+    assert logged == ["Malformed HTTP message from None: Body too long"]
+
+
+class AsyncRecorder(Recorder):
+    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        super().data_received(chunk)
+
+
+def test_awaited_delegate_errors_are_logged_once(caplog):
+    async def main():
+        client, server = stream_pair()
+        conn = HTTP1Connection(client, True)
+        await server.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        rec = AsyncRecorder(fail_in="data")
+        result = await conn.read_response(rec)
+        server.close()
+        return result, rec, client
+
+    result, rec, client = run(main())
+    assert (result, rec.finished, rec.closed) == (False, 0, 1)
+    assert client.closed()
+    errors = [r for r in caplog.records if r.name == "squall.application"]
+    assert len(errors) == 1 and errors[0].getMessage() == "Uncaught exception"
+
+
+def test_decompressed_tail_reaches_an_async_delegate():
+    body = gzip.compress(b"x" * 5000)
+
+    async def main():
+        client, server = stream_pair()
+        conn = HTTP1Connection(client, True, HTTP1ConnectionParameters(decompress=True, chunk_size=1000))
+        await server.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        rec = AsyncRecorder()
+        result = await conn.read_response(rec)
+        client.close()
+        server.close()
+        return result, rec
+
+    result, rec = run(main())
+    assert (result, rec.body, rec.finished) == (True, b"x" * 5000, 1)
+
+
+def test_request_connection_close_token_ends_the_connection():
+    async def main():
+        client, server = stream_pair()
+        conn = HTTP1Connection(client, True)
+        conn.write_headers(
+            RequestStartLine("GET", "/", "HTTP/1.1"), HTTPHeaders({"Connection": "TE, Close"})
+        )
+        conn.finish()
+        await server.read_until(b"\r\n\r\n")
+        await server.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        rec = Recorder()
+        result = await conn.read_response(rec)
+        server.close()
+        return result, rec, client
+
+    result, rec, client = run(main())
+    assert (result, rec.body, rec.finished) == (False, b"ok", 1)
+    assert client.closed()
 
 
 def test_header_timeout():

@@ -147,11 +147,12 @@ class _DelegateFailed(Exception):
     """A delegate callback raised; it has been logged already."""
 
 
-def _call(method: Callable[..., Any], *args: Any) -> Any:
+def _call(method: Callable[..., Any], *args: Any) -> Optional[Awaitable[None]]:
     # Application code: log what it raises once, as Tornado does, and let
-    # the connection close quietly.
+    # the connection close quietly. An awaitable it returns gets the same
+    # treatment when awaited.
     try:
-        return method(*args)
+        result = method(*args)
     except httputil.HTTPInputError:
         # The delegate found the message malformed: a peer error, answered
         # like one found by the connection itself.
@@ -159,6 +160,32 @@ def _call(method: Callable[..., Any], *args: Any) -> Any:
     except Exception:
         app_log.error("Uncaught exception", exc_info=True)
         raise _DelegateFailed() from None
+    return None if result is None else _awaited(result)
+
+
+async def _awaited(result: Awaitable[Any]) -> None:
+    try:
+        await result
+    except httputil.HTTPInputError:
+        raise
+    except asyncio.CancelledError:
+        if _cancelling():
+            raise
+        # Something the delegate awaited was cancelled, not this read.
+        app_log.error("Uncaught exception", exc_info=True)
+        raise _DelegateFailed() from None
+    except Exception:
+        app_log.error("Uncaught exception", exc_info=True)
+        raise _DelegateFailed() from None
+
+
+def _cancelling() -> bool:
+    """Whether the running task has been asked to cancel."""
+    task = asyncio.current_task()
+    # Task.cancelling() is new in Python 3.11; before it, a cancellation
+    # is taken to be the task's own.
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _content_length(value: str) -> int:
@@ -262,7 +289,7 @@ class HTTP1Connection(httputil.HTTPConnection):
                     raise httputil.HTTPInputError(f"Response code {code} cannot have a body")
                 interim += 1
                 if interim > _MAX_1XX_RESPONSES:
-                    raise httputil.HTTPInputError("too many interim (1xx) responses")
+                    raise httputil.HTTPInputError("Too many 1xx responses")
             if not self.is_client and headers.get("Expect", "").lower() == "100-continue":
                 if start_line.version == "HTTP/1.1" and not self._headers_written:  # type: ignore[union-attr]
                     stream.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -277,6 +304,10 @@ class HTTP1Connection(httputil.HTTPConnection):
                         return False
             self._read_finished = True
             if not self._write_finished or self.is_client:
+                if isinstance(delegate, _GzipMessageDelegate):
+                    result = _call(delegate.flush)
+                    if result is not None:
+                        await result
                 _call(delegate.finish)
             need_delegate_close = False
             if not self.is_client and self.stream is not None and not stream.closed():
@@ -329,7 +360,8 @@ class HTTP1Connection(httputil.HTTPConnection):
         if self.is_client:
             response_line = httputil.parse_response_start_line(first)
             self._response_code = response_line.code
-            self._disconnect_on_finish = not self._can_keep_alive(response_line.version, headers)
+            if not self._can_keep_alive(response_line.version, headers):
+                self._disconnect_on_finish = True
             return response_line, headers
         try:
             request_line = httputil.parse_request_start_line(first)
@@ -343,7 +375,7 @@ class HTTP1Connection(httputil.HTTPConnection):
     def _can_keep_alive(self, version: str, headers: httputil.HTTPHeaders) -> bool:
         if self.params.no_keep_alive:
             return False
-        tokens = {t.strip(" \t").lower() for t in headers.get("Connection", "").split(",")}
+        tokens = _tokens(headers.get("Connection"))
         if version == "HTTP/1.1":
             return "close" not in tokens
         if "keep-alive" not in tokens:
@@ -364,12 +396,18 @@ class HTTP1Connection(httputil.HTTPConnection):
             return False
         code = self._response_code
         method = self._request_start_line.method if self._request_start_line else None
-        return method == "HEAD" or code in (204, 304) or 100 <= code < 200
+        return method == "HEAD" or code == 304 or 100 <= code < 200
 
     def _read_body(
         self, headers: httputil.HTTPHeaders, delegate: httputil.HTTPMessageDelegate
     ) -> Optional[Awaitable[None]]:
         content_length: Optional[int] = None
+        if self.is_client and self._response_code == 204:
+            # No body, and no reading until close either (RFC 9110 15.3.5);
+            # a 204 that announces one is malformed.
+            if "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0":
+                raise httputil.HTTPInputError("Response with code 204 should not have body")
+            return None
         if "Content-Length" in headers:
             if "Transfer-Encoding" in headers:
                 raise httputil.HTTPInputError(
@@ -462,10 +500,25 @@ class HTTP1Connection(httputil.HTTPConnection):
             await self._deliver(delegate, b"".join(pending))
 
     async def _read_body_until_close(self, delegate: httputil.HTTPMessageDelegate) -> None:
+        # The body ends when the server closes the connection, so the
+        # connection cannot carry another response.
+        self._disconnect_on_finish = True
         stream = self.stream
         assert stream is not None
-        body = await stream.read_until_close()
-        await self._deliver(delegate, body)
+        received = 0
+        while True:
+            try:
+                piece = await stream.read_bytes(self.params.chunk_size, partial=True)
+            except iostream.StreamClosedError:
+                if stream.error is not None and not isinstance(
+                    stream.error, (ConnectionResetError, BrokenPipeError)
+                ):
+                    raise
+                return
+            received += len(piece)
+            if received > self._max_body_size:
+                raise _TooLarge("Body too long")
+            await self._deliver(delegate, piece)
 
     # -- writing ------------------------------------------------------------------
 
@@ -496,7 +549,7 @@ class HTTP1Connection(httputil.HTTPConnection):
                 and "Content-Length" not in headers
                 and "Transfer-Encoding" not in headers
             )
-            if headers.get("Connection", "").lower() == "close":
+            if "close" in _tokens(headers.get("Connection")):
                 self._disconnect_on_finish = True
         else:
             assert isinstance(start_line, httputil.ResponseStartLine)
@@ -600,9 +653,11 @@ class HTTP1Connection(httputil.HTTPConnection):
             # Answered before the request was read: the rest of it is not
             # worth reading, and the connection cannot be reused.
             self._disconnect_on_finish = True
-        if self.stream is not None:
+        if self.stream is not None and not self.is_client:
             # Let TCP send the last segment at once, instead of waiting for
-            # an acknowledgement of the previous one (Nagle).
+            # an acknowledgement of the previous one (Nagle). A client's
+            # socket keeps its owner's setting (squall's client turns Nagle
+            # off once per connection).
             self.stream.set_nodelay(True)
         pending = self._pending_write
         if pending is None or pending.done():
@@ -617,7 +672,7 @@ class HTTP1Connection(httputil.HTTPConnection):
         if not self.is_client and self._disconnect_on_finish:
             self.close()
             return
-        if self.stream is not None:
+        if self.stream is not None and not self.is_client:
             self.stream.set_nodelay(False)
         waiter = self._finish_future
         if waiter is not None and not waiter.done():
@@ -684,6 +739,13 @@ class HTTP1Connection(httputil.HTTPConnection):
         """Allow this message's body up to ``max_body_size`` bytes (instead
         of the parameters' ``max_body_size``)."""
         self._max_body_size = max_body_size
+
+
+def _tokens(value: Optional[str]) -> set[str]:
+    """The lower-cased members of a comma-separated header value."""
+    if not value:
+        return set()
+    return {token.strip(" \t").lower() for token in value.split(",")}
 
 
 async def _within(awaitable: Awaitable[Any], timeout: float) -> bool:
@@ -758,7 +820,8 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
                 if result is not None:
                     await result
 
-    def finish(self) -> None:
+    async def flush(self) -> None:
+        """Deliver what the decompressor still holds (before `finish`)."""
         if self._decompressor is not None:
             try:
                 tail = self._decompressor.flush()
@@ -766,9 +829,11 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
                 raise httputil.HTTPInputError(f"invalid gzip data: {e}") from None
             self._count(tail)
             if tail:
-                # Delivered synchronously: a delegate that needs flow control
-                # has had every earlier piece through data_received.
-                self._delegate.data_received(tail)
+                result = self._delegate.data_received(tail)
+                if result is not None:
+                    await result
+
+    def finish(self) -> None:
         return self._delegate.finish()
 
     def on_connection_close(self) -> None:

@@ -17,8 +17,10 @@ gets a request. A request is never sent twice: if the connection fails once
 it is sent, the fetch fails with `HTTPStreamClosedError` (code 599), as with
 Tornado's client, which opened a connection per request.
 
-The protocol runs directly on asyncio transports: one `asyncio.Protocol`
-per connection and a pure-Python, grammar-checked response reader.
+Each connection is an `~squall.iostream.IOStream`, and each request on it
+is written and its response read by a
+`~squall.http1connection.HTTP1Connection` (this module is its delegate), as
+in Tornado: one implementation of the HTTP/1 message rules serves both.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ import socket
 import ssl
 import time
 import urllib.parse
-import zlib
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Union
 
 from squall import _abnf, httputil, version
+from squall.http1connection import HTTP1Connection, HTTP1ConnectionParameters
 from squall.httpclient import (
     AsyncHTTPClient,
     HTTPClientError,
@@ -46,10 +48,9 @@ from squall.httpclient import (
     HTTPResponse,
     _RequestProxy,
 )
-from squall.iostream import UnsatisfiableReadError
-from squall.log import app_log, gen_log
+from squall.iostream import IOStream, UnsatisfiableReadError
+from squall.log import gen_log
 from squall.netutil import Resolver
-from squall.util import GzipDecompressor
 
 __all__ = ["SimpleAsyncHTTPClient", "HTTPTimeoutError", "HTTPStreamClosedError"]
 
@@ -59,15 +60,9 @@ _DEFAULT_MAX_CLIENTS = 10
 _DEFAULT_MAX_BUFFER_SIZE = 100 * 1024 * 1024
 # Tornado's HTTP1ConnectionParameters default for the response head.
 _DEFAULT_MAX_HEADER_SIZE = 64 * 1024
-# Tornado's http1connection._MAX_1XX_RESPONSES: interim responses accepted
-# before the final one.
-_MAX_1XX_RESPONSES = 10
 # Body data is delivered (and decompressed) in pieces of at most this size,
 # Tornado's HTTP1ConnectionParameters.chunk_size.
 _CHUNK_SIZE = 64 * 1024
-# Reading pauses while this much received data waits to be consumed; the
-# same high-water mark as asyncio streams' default limit (2 * 64 KiB).
-_READ_HIGH_WATER = 128 * 1024
 #: Seconds an idle pooled connection is kept open: aiohttp's
 #: ``keepalive_timeout`` default, safely below common server keep-alive
 #: timeouts (nginx 75 s, Tornado's idle_connection_timeout 3600 s), so the
@@ -78,9 +73,6 @@ _SUPPORTED_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT",
 _BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# End of a response head: CRLF CRLF, or bare LFs, which RFC 9112 2.2 lets a
-# recipient accept.
-_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 _METHOD_RE = re.compile(_abnf.token)
 # A request-target may hold no whitespace or control characters.
 _BAD_PATH_CHARS_RE = re.compile(r"[\x00-\x20\x7f]")
@@ -183,7 +175,6 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         self.own_resolver = resolver is None
         self._loop = self.io_loop.asyncio_loop
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
-        self._connections: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
 
@@ -194,8 +185,8 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         are closed instead of pooled.
         """
         super().close()
-        for conn in list(self._connections):
-            if conn.idle:
+        for conns in list(self._idle.values()):
+            for conn in list(conns):
                 conn.close()
         self._idle.clear()
         if self.own_resolver:
@@ -282,7 +273,6 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
 
     def _forget(self, conn: _Connection) -> None:
         """Called by a connection once it is closed."""
-        self._connections.discard(conn)
         conns = self._idle.get(conn.pool_key)
         if conns and conn in conns:
             conns.remove(conn)
@@ -364,97 +354,18 @@ def _ip_family(host: str) -> Optional[int]:
     return None
 
 
-class _ConnectionClosed(Exception):
-    """The peer closed the connection before the data needed arrived."""
+class _Connection:
+    """A connection to one origin: its `IOStream` and its state in the pool."""
 
-
-class _Malformed(Exception):
-    """The response breaks HTTP/1.1 framing or a configured limit."""
-
-
-class _CallbackFailed(Exception):
-    """A user callback raised (already logged)."""
-
-
-class _Connection(asyncio.Protocol):
-    """One client connection: buffered reads for the response reader and
-    flow-controlled writes, plus its state in the pool."""
-
-    def __init__(self, client: SimpleAsyncHTTPClient, pool_key: tuple[Any, ...]) -> None:
+    def __init__(self, client: SimpleAsyncHTTPClient, pool_key: tuple[Any, ...], stream: IOStream) -> None:
         self.client = client
         self.pool_key = pool_key
-        self.transport: Optional[asyncio.Transport] = None
-        self.buf = bytearray()
-        self.high_water = min(_READ_HIGH_WATER, client.max_buffer_size)
-        self.eof = False
-        self.closed = False
-        self.error: Optional[BaseException] = None
-        self.idle = False
-        self.reused = False
-        self.bytes_received = 0
+        self.stream = stream
         self._idle_handle: Optional[asyncio.TimerHandle] = None
-        self._waiter: Optional[asyncio.Future[None]] = None
-        self._read_paused = False
-        self._write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-
-    # -- asyncio.Protocol --------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.idle:
-            # Nothing is owed to us between responses: a server that talks
-            # now is broken or closing; either way the connection is done.
-            self.close()
-            return
-        self.buf += data
-        self.bytes_received += len(data)
-        if len(self.buf) >= self.high_water and not self._read_paused:
-            self._read_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._wake()
-        if self.idle:
-            self.close()
-        # False: let the transport close; a half-closed HTTP connection is
-        # of no further use.
-        return False
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.closed = True
-        self.eof = True
-        self.error = exc
-        self._wake()
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-        self.client._forget(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        for waiter in self._drain_waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drain_waiters.clear()
-
-    # -- pool state ----------------------------------------------------------
+        self._idle_read: Optional[asyncio.Future[bytes]] = None
 
     def usable(self) -> bool:
-        return not (self.closed or self.eof or self.buf) and not (
-            self.transport is None or self.transport.is_closing()
-        )
+        return not self.stream.closed()
 
     def readable_now(self) -> bool:
         """True if the idle connection's socket has something to read.
@@ -462,11 +373,10 @@ class _Connection(asyncio.Protocol):
         Nothing is owed to an idle connection, so that is the server's close
         (or a protocol error). Asked of the socket itself because the loop
         may not have run since the server closed it (the blocking
-        `HTTPClient` runs its loop only inside ``fetch``), so
-        ``eof_received`` may not have been called yet.
+        `HTTPClient` runs its loop only inside ``fetch``), so the stream may
+        not have seen it yet.
         """
-        assert self.transport is not None
-        sock = self.transport.get_extra_info("socket")
+        sock = self.stream.socket
         if sock is None:
             return False
         try:
@@ -482,119 +392,49 @@ class _Connection(asyncio.Protocol):
         return bool(select.select([fd], [], [], 0)[0])
 
     def enter_pool(self, idle_handle: asyncio.TimerHandle) -> None:
-        self.idle = True
         self._idle_handle = idle_handle
+        # Between responses the server owes us nothing: a byte or a close
+        # from it (this read completing or failing) ends the connection.
+        self._idle_read = self.stream.read_bytes(1, partial=True)  # type: ignore[assignment]
+        self._idle_read.add_done_callback(self._on_idle_read)  # type: ignore[union-attr]
+
+    def _on_idle_read(self, future: asyncio.Future[bytes]) -> None:
+        if not future.cancelled():
+            future.exception()
+            self.close()
 
     def leave_pool(self) -> None:
-        self.idle = False
-        self.reused = True
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
+        idle_read = self._idle_read
+        if idle_read is not None:
+            self._idle_read = None
+            if idle_read.done():
+                # The server wrote or closed (_on_idle_read has yet to run).
+                self.close()
+                return
+            idle_read.cancel()
+            # A cancelled read stays the stream's pending read until another
+            # starts, and would swallow the first byte of the response: an
+            # empty read takes its place at once.
+            self.stream.read_bytes(0)
 
     def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    # -- writing -------------------------------------------------------------
-
-    def write(self, data: bytes) -> None:
-        if self.closed or self.transport is None:
-            raise _ConnectionClosed()
-        self.transport.write(data)
-
-    def write_future(self, data: bytes) -> asyncio.Future[None]:
-        """Write and return a future that resolves once the transport is
-        ready for more (the flow control a body_producer sees)."""
-        self.write(data)
-        future: asyncio.Future[None] = self.client._loop.create_future()
-        if self._write_paused:
-            self._drain_waiters.append(future)
-        else:
-            future.set_result(None)
-        return future
-
-    # -- reading -------------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def _fill(self) -> None:
-        """Wait for more data; raise `_ConnectionClosed` if none can come."""
-        if self.eof:
-            raise _ConnectionClosed()
-        if self._read_paused:
-            self._read_paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
-        waiter = self._waiter = self.client._loop.create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _take(self, size: int) -> bytes:
-        buf = self.buf
-        if size >= len(buf):
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:size])
-            del buf[:size]
-        if self._read_paused and len(buf) < self.high_water:
-            self._read_paused = False
-            assert self.transport is not None
-            self.transport.resume_reading()
-        return data
-
-    async def read_head(self, max_size: int) -> bytes:
-        """Return one response head, terminator included."""
-        scanned = 0
-        while True:
-            match = _HEAD_END_RE.search(self.buf, max(0, scanned - 3))
-            if match is not None:
-                if match.end() > max_size:
-                    break
-                return self._take(match.end())
-            if len(self.buf) > max_size:
-                break
-            scanned = len(self.buf)
-            await self._fill()
-        # Tornado reports this limit as an unsatisfiable stream read.
-        raise UnsatisfiableReadError(f"Response head larger than {max_size} bytes")
-
-    async def read_line(self, max_size: int) -> bytes:
-        """Return one line, LF included."""
-        scanned = 0
-        while True:
-            end = self.buf.find(b"\n", scanned)
-            if end >= 0:
-                if end + 1 > max_size:
-                    raise _Malformed(f"Line longer than {max_size} bytes")
-                return self._take(end + 1)
-            if len(self.buf) > max_size:
-                raise _Malformed(f"Line longer than {max_size} bytes")
-            scanned = len(self.buf)
-            await self._fill()
-
-    async def read_exact(self, size: int) -> bytes:
-        while len(self.buf) < size:
-            await self._fill()
-        return self._take(size)
-
-    async def read_some(self, max_size: int) -> bytes:
-        """Return between 1 and ``max_size`` bytes, or b"" at end of stream."""
-        while not self.buf:
-            if self.eof:
-                return b""
-            await self._fill()
-        return self._take(max_size)
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+        self.stream.close()
+        self.client._forget(self)
 
 
-class _Fetch:
-    """One request on its way: connection, request, response, redirects."""
+class _Fetch(httputil.HTTPMessageDelegate):
+    """One request on its way: connection, request, response, redirects.
+
+    It is the `~squall.httputil.HTTPMessageDelegate` of the
+    `~squall.http1connection.HTTP1Connection` that writes the request and
+    reads the response.
+    """
 
     def __init__(
         self,
@@ -617,6 +457,16 @@ class _Fetch:
         self._timer: Optional[asyncio.TimerHandle] = None
         self._stage = "during request"
         self.time_info: dict[str, float] = {"queue": self.loop.time() - self.queued_at}
+        # The response as it arrives (see the delegate methods).
+        self._h1: Optional[HTTP1Connection] = None
+        self._body: Optional[bytes] = None
+        self._body_pending = False
+        self._start_line: Optional[httputil.ResponseStartLine] = None
+        self._headers: Optional[httputil.HTTPHeaders] = None
+        self._follow = False
+        self._chunks: list[bytes] = []
+        self._complete = False
+        self._frame_chunks = False
 
     # -- timeouts ------------------------------------------------------------
 
@@ -643,25 +493,6 @@ class _Fetch:
                 self._finish_with_error(HTTPStreamClosedError("Request cancelled"))
                 raise
             self._finish_with_error(HTTPTimeoutError(self.timeout_message))
-        except _Malformed as e:
-            gen_log.info("Malformed HTTP message from None: %s", e)
-            self._finish_with_error(HTTPStreamClosedError("Stream closed"))
-        except httputil.HTTPInputError as e:
-            gen_log.info("Malformed HTTP message from None: %s", e)
-            self._finish_with_error(HTTPStreamClosedError("Stream closed"))
-        except _CallbackFailed:
-            self._finish_with_error(HTTPStreamClosedError("Stream closed"))
-        except UnsatisfiableReadError as e:
-            gen_log.info("Unsatisfiable read, closing connection: %s", e)
-            self._finish_with_error(e)
-        except _ConnectionClosed:
-            # A reset or an early close is a transport failure: code 599 like
-            # any other, with the socket error kept as the cause.
-            closed = HTTPStreamClosedError("Stream closed")
-            conn = self.conn
-            if conn is not None and conn.error is not None:
-                closed.__cause__ = conn.error
-            self._finish_with_error(closed)
         except Exception as e:
             self._finish_with_error(e)
 
@@ -704,7 +535,7 @@ class _Fetch:
         for option in ("proxy_host", "proxy_port", "proxy_username", "proxy_password", "proxy_auth_mode"):
             if getattr(request, option, None):
                 raise NotImplementedError(f"{option} not supported by SimpleAsyncHTTPClient")
-        head, body = self._build_request(parsed, netloc)
+        start_line, headers, body = self._build_request(parsed, netloc)
         source_ip = request.network_interface
         if source_ip is not None and _ip_family(source_ip) is None:
             raise ValueError(f"network_interface must be a local IP address, got {source_ip!r}")
@@ -743,11 +574,11 @@ class _Fetch:
         # the server may have acted on it (a crashed worker, a GET with side
         # effects), and a Tornado user expects one send per fetch. Dead
         # pooled connections are caught before sending instead (_take_idle).
-        await self._exchange(conn, head, body)
+        await self._exchange(conn, start_line, headers, body)
 
     def _build_request(
         self, parsed: urllib.parse.SplitResult, netloc: str
-    ) -> tuple[bytes, Optional[bytes]]:
+    ) -> tuple[httputil.RequestStartLine, httputil.HTTPHeaders, Optional[bytes]]:
         request = self.request
         method = request.method
         if not _METHOD_RE.fullmatch(method):
@@ -785,8 +616,15 @@ class _Fetch:
         body = request.body
         if body is not None:
             headers["Content-Length"] = str(len(body))
-        elif request.body_producer is not None and "Content-Length" not in headers:
+        elif (
+            request.body_producer is not None
+            and "Content-Length" not in headers
+            and method not in _BODY_METHODS
+        ):
+            # HTTP1Connection chunks the bodies of POST, PUT and PATCH of
+            # unknown length; another method's is chunked here.
             headers["Transfer-Encoding"] = "chunked"
+            self._frame_chunks = True
         if method == "POST" and "Content-Type" not in headers:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if request.decompress_response:
@@ -794,7 +632,7 @@ class _Fetch:
         path = (parsed.path or "/") + ("?" + parsed.query if parsed.query else "")
         if _BAD_PATH_CHARS_RE.search(path):
             raise ValueError(f"invalid characters in request path {path!r}")
-        lines = [f"{method} {path} HTTP/1.1"]
+        wire = httputil.HTTPHeaders()
         for name, value in headers.get_all():
             if isinstance(value, bytes):
                 value = value.decode("latin-1")
@@ -804,9 +642,8 @@ class _Fetch:
                 raise ValueError(f"invalid header name {name!r}")
             if _abnf.FORBIDDEN_VALUE_CHARS_RE.search(value):
                 raise ValueError(f"invalid character in value of header {name!r}: {value!r}")
-            lines.append(f"{name}: {value}")
-        lines.append("\r\n")
-        return "\r\n".join(lines).encode("latin-1"), body
+            wire.add(name, value)
+        return httputil.RequestStartLine(method, path, "HTTP/1.1"), wire, body
 
     async def _connect(
         self,
@@ -824,19 +661,25 @@ class _Fetch:
         sock = await self._connect_socket(addresses, source_ip)
         if ssl_context is not None:
             self._stage = f"during TLS handshake with {host}:{port}"
-        conn = _Connection(self.client, pool_key)
         try:
-            await self.loop.create_connection(
-                lambda: conn,
+            transport, _ = await self.loop.create_connection(
+                asyncio.Protocol,
                 sock=sock,
                 ssl=ssl_context,
                 server_hostname=server_hostname if ssl_context is not None else None,
             )
+        except ssl.SSLError as e:
+            sock.close()
+            # Logged once, without a traceback, as Tornado's TLS streams log
+            # a failed handshake; the fetch fails with the error itself.
+            gen_log.warning("SSL Error on %s:%s: %s", host, port, e)
+            raise
         except BaseException:
             sock.close()
             raise
-        self.client._connections.add(conn)
-        return conn
+        stream = IOStream._from_transport(transport)
+        stream.max_buffer_size = self.client.max_buffer_size
+        return _Connection(self.client, pool_key, stream)
 
     async def _resolve(self, host: str, port: int, family: int) -> list[tuple[int, Any]]:
         client = self.client
@@ -883,288 +726,156 @@ class _Fetch:
 
     # -- one request/response on a connection ---------------------------------
 
-    async def _exchange(self, conn: _Connection, head: bytes, body: Optional[bytes]) -> None:
+    async def _exchange(
+        self,
+        conn: _Connection,
+        start_line: httputil.RequestStartLine,
+        headers: httputil.HTTPHeaders,
+        body: Optional[bytes],
+    ) -> None:
         request = self.request
-        reusable = "close" not in _tokens(request.headers.get("Connection"))
-        expecting_continue = bool(request.expect_100_continue) and (
+        client = self.client
+        h1 = self._h1 = HTTP1Connection(
+            conn.stream,
+            True,
+            HTTP1ConnectionParameters(
+                chunk_size=_CHUNK_SIZE,
+                max_header_size=client.max_header_size or _DEFAULT_MAX_HEADER_SIZE,
+                max_body_size=client.max_body_size or client.max_buffer_size,
+                decompress=bool(request.decompress_response),
+            ),
+        )
+        self._body = body
+        self._body_pending = bool(request.expect_100_continue) and (
             body is not None or request.body_producer is not None
         )
-        if body is not None and not expecting_continue:
-            conn.write(head + body if len(body) <= _CHUNK_SIZE else head)
-            if len(body) > _CHUNK_SIZE:
-                conn.write(body)
+        if self._body_pending:
+            h1.write_headers(start_line, headers)
+        elif request.body_producer is not None or (body is not None and len(body) > _CHUNK_SIZE):
+            h1.write_headers(start_line, headers)
+            await self._send_body()
         else:
-            conn.write(head)
-            if not expecting_continue and request.body_producer is not None:
-                await self._produce_body(conn)
-        informational = 0
-        while True:
-            raw = await conn.read_head(self.client.max_header_size or _DEFAULT_MAX_HEADER_SIZE)
-            start_line, headers = _parse_head(raw)
-            if start_line.code >= 200 or start_line.code == 101:
-                break
-            informational += 1
-            if informational > _MAX_1XX_RESPONSES:
-                raise _Malformed("Too many 1xx responses")
-            if start_line.code == 100 and expecting_continue:
-                expecting_continue = False
-                if body is not None:
-                    conn.write(body)
-                else:
-                    await self._produce_body(conn)
-        if expecting_continue:
+            # The head and a small body in one segment.
+            h1.write_headers(start_line, headers, body)
+            h1.finish()
+        reusable = await h1.read_response(self)
+        if not self._complete:
+            # The connection failed or the response was malformed (logged
+            # by HTTP1Connection): code 599, with the socket error kept as
+            # the cause. A head over max_header_size is reported as the
+            # stream's UnsatisfiableReadError, as with Tornado.
+            error = conn.stream.error
+            if isinstance(error, UnsatisfiableReadError):
+                raise error
+            closed = HTTPStreamClosedError("Stream closed")
+            closed.__cause__ = error
+            raise closed
+        if self._body_pending:
             # The server answered without waiting for the body, which we then
             # never sent: the connection's framing is unknown from here on.
             reusable = False
-        self.time_info["starttransfer"] = self.loop.time() - self.queued_at
-        await self._read_response(conn, start_line, headers, reusable)
-
-    async def _produce_body(self, conn: _Connection) -> None:
-        request = self.request
-        declared = request.headers.get("Content-Length")
-        limit = None if declared is None else _abnf.parse_content_length(declared)
-        written = 0
-
-        def write(chunk: bytes) -> asyncio.Future[None]:
-            nonlocal written
-            if not isinstance(chunk, bytes):
-                raise TypeError(f"body_producer must write bytes, got {type(chunk).__name__}")
-            written += len(chunk)
-            if limit is None:
-                if not chunk:
-                    future: asyncio.Future[None] = self.loop.create_future()
-                    future.set_result(None)
-                    return future
-                return conn.write_future(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            if written > limit:
-                raise httputil.HTTPOutputError("Tried to write more data than Content-Length")
-            return conn.write_future(chunk)
-
-        assert request.body_producer is not None
-        result = request.body_producer(write)
-        if result is not None:
-            await result
-        if limit is None:
-            conn.write(b"0\r\n\r\n")
-        elif written < limit:
-            raise httputil.HTTPOutputError(
-                "Tried to write %d bytes less than Content-Length" % (limit - written)
-            )
-
-    async def _read_response(
-        self,
-        conn: _Connection,
-        start_line: httputil.ResponseStartLine,
-        headers: httputil.HTTPHeaders,
-        reusable: bool,
-    ) -> None:
-        request = self.request
-        code = start_line.code
-        connection_tokens = _tokens(headers.get("Connection"))
-        if start_line.version == "HTTP/1.1":
-            reusable = reusable and "close" not in connection_tokens
-        else:
-            reusable = reusable and "keep-alive" in connection_tokens
-        follow = (
-            bool(request.follow_redirects)
-            and (request.max_redirects or 0) > 0
-            and code in _REDIRECT_CODES
-            and "Location" in headers
-        )
-        max_body = self.client.max_body_size or self.client.max_buffer_size
-
-        # Framing (RFC 9112 6.3).
-        length: Optional[int] = None
-        chunked = False
-        if request.method == "HEAD" or code in (204, 304) or code < 200:
-            if code == 204 and (
-                "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0"
-            ):
-                raise _Malformed(f"Response with code {code} should not have body")
-            length = 0
-        elif "Transfer-Encoding" in headers:
-            if "Content-Length" in headers:
-                raise _Malformed("Message with both Transfer-Encoding and Content-Length")
-            try:
-                codings = _abnf.parse_transfer_encoding(headers["Transfer-Encoding"])
-            except ValueError as e:
-                raise _Malformed(str(e)) from None
-            if codings == ["chunked"]:
-                chunked = True
-            elif "chunked" in codings:
-                raise _Malformed(f"Unsupported Transfer-Encoding {headers['Transfer-Encoding']!r}")
-        elif "Content-Length" in headers:
-            value = headers["Content-Length"]
-            if "," in value and len({v.strip(" \t") for v in value.split(",")}) > 1:
-                raise _Malformed(f"Multiple unequal Content-Lengths: {value!r}")
-            try:
-                length = _abnf.parse_content_length(value)
-            except ValueError as e:
-                raise _Malformed(str(e)) from None
-            if length > max_body:
-                raise _Malformed("Content-Length too long")
-        if length is None and not chunked:
-            reusable = False
-
-        decompressor: Optional[GzipDecompressor] = None
-        if (
-            request.decompress_response
-            and length != 0
-            and headers.get("Content-Encoding", "").lower() == "gzip"
-        ):
-            decompressor = GzipDecompressor()
-            headers.add("X-Consumed-Content-Encoding", headers["Content-Encoding"])
-            del headers["Content-Encoding"]
-
-        if not follow and request.header_callback is not None:
-            lines = [f"{start_line.version} {code} {start_line.reason}\r\n"]
-            lines.extend(f"{name}: {value}\r\n" for name, value in headers.get_all())
-            lines.append("\r\n")
-            for line in lines:
-                self._call_user(request.header_callback, line)
-
-        chunks: list[bytes] = []
-        streaming = None if follow else request.streaming_callback
-        delivered = 0
-
-        async def deliver(data: bytes) -> None:
-            nonlocal delivered
-            delivered += len(data)
-            if delivered > max_body:
-                raise _Malformed(
-                    "decompressed body too large" if decompressor is not None else "Body too long"
-                )
-            if follow:
-                return
-            if streaming is not None:
-                result = self._call_user(streaming, data)
-                if result is not None:
-                    try:
-                        await result
-                    except asyncio.CancelledError:
-                        if self.timeout_message is not None:
-                            raise
-                        app_log.error("Uncaught exception in streaming_callback", exc_info=True)
-                        raise _CallbackFailed() from None
-                    except Exception:
-                        app_log.error("Uncaught exception in streaming_callback", exc_info=True)
-                        raise _CallbackFailed() from None
-            else:
-                chunks.append(data)
-
-        async def sink(data: bytes) -> None:
-            if decompressor is None:
-                await deliver(data)
-                return
-            while data:
-                try:
-                    out = decompressor.decompress(data, _CHUNK_SIZE)
-                except zlib.error:
-                    raise _Malformed("invalid gzip data") from None
-                data = decompressor.unconsumed_tail
-                if out:
-                    await deliver(out)
-
-        if chunked:
-            received = 0
-            while True:
-                line = await conn.read_line(_abnf.MAX_CHUNK_LINE_LENGTH + 2)
-                try:
-                    size = _abnf.parse_chunk_size(line.decode("latin-1"))
-                except ValueError as e:
-                    raise _Malformed(str(e)) from None
-                if size == 0:
-                    await self._read_trailers(conn)
-                    break
-                received += size
-                if received > max_body:
-                    raise _Malformed("chunked body too large")
-                while size:
-                    data = await conn.read_some(min(size, _CHUNK_SIZE))
-                    if not data:
-                        raise _ConnectionClosed()
-                    size -= len(data)
-                    await sink(data)
-                if await conn.read_exact(2) != b"\r\n":
-                    raise _Malformed("improperly terminated chunked request")
-        elif length is not None:
-            remaining = length
-            while remaining:
-                data = await conn.read_some(min(remaining, _CHUNK_SIZE))
-                if not data:
-                    raise _ConnectionClosed()
-                remaining -= len(data)
-                await sink(data)
-        else:
-            received = 0
-            while True:
-                data = await conn.read_some(_CHUNK_SIZE)
-                if not data:
-                    break
-                received += len(data)
-                if received > max_body:
-                    raise _Malformed("Body too long")
-                await sink(data)
-        if decompressor is not None:
-            try:
-                tail = decompressor.flush()
-            except zlib.error:
-                raise _Malformed("invalid gzip data") from None
-            if tail:
-                await deliver(tail)
-
-        # The response is complete.
         self._set_timer(None)
         self.conn = None
-        if reusable and not self.client._closed:
-            self.client._put_idle(conn)
+        if reusable and not client._closed:
+            client._put_idle(conn)
         else:
             conn.close()
         self.time_info["total"] = self.loop.time() - self.queued_at
-        if follow:
-            self._follow_redirect(code, headers)
+        start, response_headers = self._start_line, self._headers
+        assert start is not None and response_headers is not None
+        if self._follow:
+            self._follow_redirect(start.code, response_headers)
             return
-        self.client._release(self.key)
+        client._release(self.key)
         callback, self.callback = self.callback, None
         if callback is None:
             return
         original = getattr(request, "_squall_original_request", None)
         if original is None:
             original = request.request if isinstance(request, _RequestProxy) else request
-        now = self.loop.time()
         callback(
             HTTPResponse(
                 original,
-                code,
-                reason=start_line.reason,
-                headers=headers,
-                request_time=now - self.queued_at,
+                start.code,
+                reason=start.reason,
+                headers=response_headers,
+                request_time=self.loop.time() - self.queued_at,
                 start_time=self.start_wall_time,
-                buffer=io.BytesIO(b"".join(chunks)),
+                buffer=io.BytesIO(b"".join(self._chunks)),
                 effective_url=request.url,
                 time_info=self.time_info,
             )
         )
 
-    async def _read_trailers(self, conn: _Connection) -> None:
-        # Trailer fields are read (to keep the framing) and dropped, as
-        # RFC 9110 6.5.1 allows a recipient that has no use for them.
-        limit = self.client.max_header_size or _DEFAULT_MAX_HEADER_SIZE
-        total = 0
-        while True:
-            line = await conn.read_line(limit)
-            total += len(line)
-            if total > limit:
-                raise _Malformed("Trailers too large")
-            if line in (b"\r\n", b"\n"):
-                return
+    async def _send_body(self) -> None:
+        h1 = self._h1
+        assert h1 is not None
+        body = self._body
+        if body is not None:
+            h1.write(body)
+            h1.finish()
+            return
+        producer = self.request.body_producer
+        assert producer is not None
+        frame = self._frame_chunks
 
-    def _call_user(self, callback: Callable[..., Any], argument: Any) -> Any:
-        try:
-            return callback(argument)
-        except Exception:
-            app_log.error("Uncaught exception in %s", getattr(callback, "__name__", callback), exc_info=True)
-            raise _CallbackFailed() from None
+        def write(chunk: bytes) -> Awaitable[None]:
+            if not isinstance(chunk, bytes):
+                raise TypeError(f"body_producer must write bytes, got {type(chunk).__name__}")
+            if frame and chunk:
+                chunk = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            return h1.write(chunk)
+
+        result = producer(write)
+        if result is not None:
+            await result
+        if frame:
+            h1.write(b"0\r\n\r\n")
+        h1.finish()
+
+    # -- httputil.HTTPMessageDelegate: the response ---------------------------
+
+    def headers_received(
+        self,
+        start_line: Union[httputil.RequestStartLine, httputil.ResponseStartLine],
+        headers: httputil.HTTPHeaders,
+    ) -> Optional[Awaitable[None]]:
+        assert isinstance(start_line, httputil.ResponseStartLine)
+        request = self.request
+        code = start_line.code
+        if code < 200 and code != 101:
+            # Interim: the final response follows.
+            if code == 100 and self._body_pending:
+                self._body_pending = False
+                return self._send_body()
+            return None
+        self.time_info["starttransfer"] = self.loop.time() - self.queued_at
+        self._start_line = start_line
+        self._headers = headers
+        self._follow = (
+            bool(request.follow_redirects)
+            and (request.max_redirects or 0) > 0
+            and code in _REDIRECT_CODES
+            and "Location" in headers
+        )
+        if not self._follow and request.header_callback is not None:
+            request.header_callback(f"{start_line.version} {code} {start_line.reason}\r\n")
+            for name, value in headers.get_all():
+                request.header_callback(f"{name}: {value}\r\n")
+            request.header_callback("\r\n")
+        return None
+
+    def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
+        if self._follow:
+            return None
+        streaming = self.request.streaming_callback
+        if streaming is not None:
+            return streaming(chunk)
+        self._chunks.append(chunk)
+        return None
+
+    def finish(self) -> None:
+        self._complete = True
 
     def _follow_redirect(self, code: int, headers: httputil.HTTPHeaders) -> None:
         request = self.request
@@ -1207,25 +918,10 @@ class _Fetch:
         self.client.fetch_impl(_RequestProxy(new_request, self.client.defaults), callback)  # type: ignore[arg-type]
 
 
-def _parse_head(raw: bytes) -> tuple[httputil.ResponseStartLine, httputil.HTTPHeaders]:
-    text = raw.decode("latin-1")
-    first_end = text.find("\n")
-    first = text[:first_end].rstrip("\r")
-    start_line = httputil.parse_response_start_line(first)
-    headers = httputil.HTTPHeaders.parse(text[first_end + 1 :])
-    return start_line, headers
-
-
 def _drop_headers(headers: httputil.HTTPHeaders, names: tuple[str, ...]) -> None:
     for name in names:
         if name in headers:
             del headers[name]
-
-
-def _tokens(value: Optional[str]) -> set[str]:
-    if not value:
-        return set()
-    return {token.strip(" \t").lower() for token in value.split(",")}
 
 
 def _origin(url: str) -> tuple[str, str, Optional[int]]:
