@@ -44,6 +44,13 @@ CONCURRENT_CLIENTS = 64
 # Bigger than the TLS layer's and the socket's buffers, so that writing it
 # meets back-pressure.
 LARGE = 3 * 1024 * 1024
+# Far more than loopback socket buffers (a few MB) plus the TLS layer's
+# (64 KiB high-water mark) can hold: a handler writing this much to a client
+# that reads nothing must be paused long before the end.
+UNREAD = 32 * 1024 * 1024
+PIECE = 256 * 1024
+# How long the handler's progress must stand still to count as paused.
+STALL = 0.2
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
@@ -144,6 +151,21 @@ class LargeHandler(web.RequestHandler):
             await self.flush()
 
 
+class CountingHandler(web.RequestHandler):
+    """Writes UNREAD bytes in flushed pieces, counting those written."""
+
+    pieces = 0
+
+    async def get(self) -> None:
+        CountingHandler.pieces = 0
+        self.set_header("Content-Length", UNREAD)
+        piece = b"z" * PIECE
+        for _ in range(UNREAD // PIECE):
+            self.write(piece)
+            await self.flush()
+            CountingHandler.pieces += 1
+
+
 class EchoWebSocket(websocket.WebSocketHandler):
     def open(self) -> None:
         self.write_message(f"open over {self.request.protocol}")
@@ -170,6 +192,7 @@ def make_app() -> web.Application:
         [
             ("/", InfoHandler),
             ("/large", LargeHandler),
+            ("/counting", CountingHandler),
             ("/ws", EchoWebSocket),
             ("/raw", RawHandler),
         ]
@@ -249,6 +272,51 @@ def test_large_response_under_back_pressure(loop_name: str) -> None:
         port = start(make_app())
         body = await in_thread(client, port)
         assert body == bytes(range(256)) * (LARGE // 256)
+
+    run(loop_name, main)
+
+
+def test_slow_reader_pauses_the_handler(loop_name: str) -> None:
+    async def main() -> None:
+        port = start(make_app())
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context())
+        writer.write(b"GET /counting HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Read nothing until the handler stops making progress.
+        seen = -1
+        for _ in range(int(TEST_TIMEOUT / STALL)):
+            await asyncio.sleep(STALL)
+            if CountingHandler.pieces == seen:
+                break
+            seen = CountingHandler.pieces
+        assert 0 < seen < UNREAD // PIECE
+        await reader.readuntil(b"\r\n\r\n")
+        assert await reader.readexactly(UNREAD) == b"z" * UNREAD
+        assert CountingHandler.pieces == UNREAD // PIECE
+        writer.close()
+
+    run(loop_name, main)
+
+
+def test_oversized_body_is_answered_413(loop_name: str) -> None:
+    def client(port: int) -> tuple[int, dict[str, Any]]:
+        conn = https_connection(port)
+        try:
+            conn.request("POST", "/", body=b"x" * 200_000)
+            status = conn.getresponse().status
+        finally:
+            conn.close()
+        # The server still serves others.
+        conn = https_connection(port)
+        try:
+            return status, get_info(conn)
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        port = start(make_app(), max_body_size=1000)
+        status, info = await in_thread(client, port)
+        assert status == 413
+        assert info["protocol"] == "https"
 
     run(loop_name, main)
 
