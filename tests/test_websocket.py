@@ -95,6 +95,30 @@ class Closer(_Tracked):
         self.close(4001, "go away")
 
 
+class Faulty(_Tracked):
+    def initialize(self, events: list) -> None:
+        self.events = events
+
+    def on_message(self, message: Any) -> None:
+        self.events.append(message)
+        if message == "boom":
+            raise ValueError("boom")
+
+
+class LateWriter(_Tracked):
+    def initialize(self, events: list) -> None:
+        self.events = events
+
+    def on_message(self, message: Any) -> None:
+        self.write_message("before")
+        assert self.ws_connection is not None
+        self.ws_connection.close(1000)
+        try:
+            self.write_message("after")
+        except WebSocketClosedError:
+            self.events.append("refused")
+
+
 @contextlib.asynccontextmanager
 async def serving(**settings: Any) -> AsyncIterator[tuple[int, list]]:
     events: list = []
@@ -109,6 +133,8 @@ async def serving(**settings: Any) -> AsyncIterator[tuple[int, list]]:
             (r"/sub", Subprotocol),
             (r"/closer", Closer),
             (r"/count", Counter, {"events": events}),
+            (r"/faulty", Faulty, {"events": events}),
+            (r"/late", LateWriter, {"events": events}),
         ],
         **settings,
     )
@@ -572,6 +598,39 @@ def test_many_frames_at_once_yield_to_the_loop() -> None:
                 await asyncio.sleep(0)
             # Handled in turns of EVENTS_PER_TURN, not in one long callback.
             assert ticks > 10
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
+
+
+def test_failing_on_message_logs_and_stops_delivery(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serving() as (port, events):
+            reader, writer, _ = await raw_upgrade(port, "/faulty")
+            # Three messages in one read: the one after the failure is dropped.
+            writer.write(masked(0x81, b"a") + masked(0x81, b"boom") + masked(0x81, b"c"))
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert events == ["a", "boom"]
+            writer.close()
+            await writer.wait_closed()
+
+    with caplog.at_level("ERROR", logger="squall.application"):
+        run(main())
+    errors = [r for r in caplog.records if r.name == "squall.application"]
+    assert len(errors) == 1 and "Uncaught exception" in errors[0].getMessage()
+
+
+def test_write_after_our_close_frame_is_refused() -> None:
+    async def main() -> None:
+        async with serving() as (port, events):
+            reader, writer, _ = await raw_upgrade(port, "/late")
+            writer.write(masked(0x81, b"go"))
+            assert await read_frame(reader) == (0x81, b"before")
+            assert await read_frame(reader) == (0x88, struct.pack("!H", 1000))
+            assert events == ["refused"]
+            writer.write(masked(0x88, struct.pack("!H", 1000)))
+            assert await asyncio.wait_for(reader.read(), 5) == b""
             writer.close()
             await writer.wait_closed()
 

@@ -231,6 +231,31 @@ def test_server_frames_are_unmasked_and_client_frames_masked() -> None:
         assert events(server, client.message("y" * size)) == [(TEXT, "y" * size)]
 
 
+def test_every_short_length_both_ways() -> None:
+    # Lengths around the 7-bit field's end: the ready-made headers and the
+    # inline unmasking must agree with frames built by hand.
+    server, client = Connection(client=False), Connection(client=True)
+    sent = 0
+    for n in range(131):
+        payload = os.urandom(n)
+        text = "é" * (n // 2)
+        out = server.message(payload, binary=True)
+        assert out == frame(0x82, payload, mask=None)
+        sent += len(out)
+        out = server.message(text)
+        assert out == frame(0x81, text.encode(), mask=None)
+        sent += len(out)
+        assert events(client, server.message(payload, binary=True) + server.message(text)) == [
+            (BINARY, payload),
+            (TEXT, text),
+        ]
+        assert events(server, frame(0x82, payload, mask=os.urandom(4))) == [(BINARY, payload)]
+        assert events(server, frame(0x81, text.encode(), mask=os.urandom(4))) == [(TEXT, text)]
+    assert server._buf == b"" and client._buf == b""
+    # The client read every frame the server built except the first pair of each round.
+    assert client.wire_bytes_in == server.wire_bytes_out - sent
+
+
 def test_control_frames_out() -> None:
     server = Connection(client=False)
     assert server.ping(b"abc") == b"\x89\x03abc"

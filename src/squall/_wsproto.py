@@ -75,6 +75,16 @@ RSV3 = 0x10
 RSV_MASK = RSV1 | RSV2 | RSV3
 OPCODE_MASK = 0x0F
 _MASK_BIT = 0x80
+# First header bytes of a whole, uncompressed message in one frame.
+_FIN_TEXT = FIN | TEXT
+_FIN_BINARY = FIN | BINARY
+# Largest payload whose length fits the header's 7-bit field (RFC 6455
+# section 5.2).
+_MAX_SMALL_PAYLOAD = 125
+# The two header bytes of every unmasked, uncompressed message of up to
+# that many bytes, indexed by length: built once, not per message.
+_TEXT_HEADS = tuple(bytes((_FIN_TEXT, n)) for n in range(_MAX_SMALL_PAYLOAD + 1))
+_BINARY_HEADS = tuple(bytes((_FIN_BINARY, n)) for n in range(_MAX_SMALL_PAYLOAD + 1))
 
 # --- Limits -----------------------------------------------------------------
 
@@ -515,6 +525,7 @@ class Connection:
         "_frag_size",
         "_frag_parts",
         "_decoder",
+        "_peer_mask",
         "wire_bytes_in",
         "wire_bytes_out",
         "message_bytes_in",
@@ -541,6 +552,9 @@ class Connection:
         self._frag_size = 0
         self._frag_parts: Optional[list[Any]] = None
         self._decoder: Any = None
+        # The mask bit every frame from the peer must carry (RFC 6455
+        # section 5.1: clients mask, servers do not).
+        self._peer_mask = 0 if client else _MASK_BIT
         self.wire_bytes_in = 0
         self.wire_bytes_out = 0
         self.message_bytes_in = 0
@@ -577,8 +591,86 @@ class Connection:
         connection is then `FAILED` (or `CLOSED` if our close frame was
         already sent) and yields nothing more.
         """
+        # Every way out of OPEN and CLOSE_SENT empties the buffer and
+        # receive_data then refuses input, so an empty buffer is all that
+        # has to be checked here for the state.
         try:
-            return self._next_event()
+            while True:
+                buf = self._buf
+                pos = self._pos
+                avail = len(buf) - pos
+                if avail < 2:
+                    return None
+                b0 = buf[pos]
+                b1 = buf[pos + 1]
+                masked = b1 & _MASK_BIT
+                length = b1 & 0x7F
+                # A final, uncompressed text or binary frame that starts a
+                # message, masked as this side requires, is valid as it is:
+                # the common case skips the full header check.
+                if (b0 != _FIN_TEXT and b0 != _FIN_BINARY) or masked != self._peer_mask or self._frag_parts is not None:
+                    self._check_header(b0, b0 & OPCODE_MASK, masked, length)
+                head = 6 if masked else 2
+                if length > 125:
+                    if length == 126:
+                        head += 2
+                        if avail < head:
+                            return None
+                        length = _U16.unpack_from(buf, pos + 2)[0]
+                    else:
+                        head += 8
+                        if avail < head:
+                            return None
+                        length = _U64.unpack_from(buf, pos + 2)[0]
+                        if length > _MAX_FRAME_LENGTH:
+                            raise ProtocolError(1002, "frame length uses the 64th bit")
+                if b0 & OPCODE_MASK < CLOSE:
+                    # Refuse an oversized frame before buffering it. Compressed
+                    # data is measured again once inflated.
+                    if b0 & RSV1 or (b0 & OPCODE_MASK == CONTINUATION and self._frag_compressed):
+                        if length > _deflate_bound(self._max_message_size):
+                            raise ProtocolError(1009, "message too big")
+                    elif self._frag_size + length > self._max_message_size:
+                        raise ProtocolError(1009, "message too big")
+                size = head + length
+                if avail < size:
+                    return None
+                end = pos + size
+                start = end - length
+                if not masked:
+                    payload = buf[start:end]
+                    if type(payload) is not bytes:
+                        payload = bytes(payload)
+                elif length:
+                    # websocket_mask's big-integer XOR, inlined for the hot
+                    # path (the mask is known to be 4 bytes).
+                    payload = (
+                        int.from_bytes(buf[start:end], "little")
+                        ^ int.from_bytes((buf[start - 4 : start] * ((length >> 2) + 1))[:length], "little")
+                    ).to_bytes(length, "little")
+                else:
+                    payload = _EMPTY
+                if avail == size:
+                    # All consumed: drop the reference, so an idle
+                    # connection holds no buffer.
+                    self._buf = _EMPTY
+                    self._pos = 0
+                else:
+                    self._pos = end
+                self.wire_bytes_in += size
+                if b0 == _FIN_TEXT:
+                    # The header check above made this a whole message.
+                    self.message_bytes_in += length
+                    try:
+                        return TEXT, payload.decode()
+                    except UnicodeDecodeError:
+                        raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
+                if b0 == _FIN_BINARY:
+                    self.message_bytes_in += length
+                    return BINARY, payload
+                event = self._frame_received(b0, b0 & OPCODE_MASK, payload)
+                if event is not None:
+                    return event
         except ProtocolError:
             self._fail()
             raise
@@ -592,63 +684,6 @@ class Connection:
         self._decoder = None
         if self._deflate is not None:
             self._deflate.abandon_message()
-
-    def _next_event(self) -> Optional[tuple[int, Any]]:
-        while True:
-            if self.state is not OPEN and self.state is not CLOSE_SENT:
-                self._buf = _EMPTY
-                self._pos = 0
-                return None
-            buf = self._buf
-            pos = self._pos
-            avail = len(buf) - pos
-            if avail < 2:
-                if avail == 0:
-                    # Drop the reference: an idle connection holds no buffer.
-                    self._buf = _EMPTY
-                    self._pos = 0
-                return None
-            b0 = buf[pos]
-            b1 = buf[pos + 1]
-            opcode = b0 & OPCODE_MASK
-            length = b1 & 0x7F
-            masked = b1 & _MASK_BIT
-            self._check_header(b0, opcode, masked, length)
-            head = 6 if masked else 2
-            if length == 126:
-                head += 2
-                if avail < head:
-                    return None
-                length = _U16.unpack_from(buf, pos + 2)[0]
-            elif length == 127:
-                head += 8
-                if avail < head:
-                    return None
-                length = _U64.unpack_from(buf, pos + 2)[0]
-                if length > _MAX_FRAME_LENGTH:
-                    raise ProtocolError(1002, "frame length uses the 64th bit")
-            if opcode < CLOSE:
-                # Refuse an oversized frame before buffering it. Compressed
-                # data is measured again once inflated.
-                if b0 & RSV1 or (opcode == CONTINUATION and self._frag_compressed):
-                    if length > _deflate_bound(self._max_message_size):
-                        raise ProtocolError(1009, "message too big")
-                elif self._frag_size + length > self._max_message_size:
-                    raise ProtocolError(1009, "message too big")
-            end = pos + head + length
-            if len(buf) < end:
-                return None
-            if masked:
-                payload = websocket_mask(buf[end - length - 4 : end - length], buf[end - length : end])
-            else:
-                payload = buf[end - length : end]
-                if type(payload) is not bytes:
-                    payload = bytes(payload)
-            self._pos = end
-            self.wire_bytes_in += head + length
-            event = self._frame_received(b0, opcode, payload)
-            if event is not None:
-                return event
 
     def _check_header(self, b0: int, opcode: int, masked: int, length: int) -> None:
         if bool(masked) == self.client:
@@ -791,12 +826,19 @@ class Connection:
 
         Raises `RuntimeError` once we have sent a close frame.
         """
-        self._check_can_send()
+        state = self.state
+        if state is not OPEN and state is not CLOSE_RECEIVED:
+            self._check_can_send()
         if isinstance(payload, str):
-            payload = payload.encode("utf-8")
+            payload = payload.encode()
         elif type(payload) is not bytes:
             payload = bytes(payload)
-        self.message_bytes_out += len(payload)
+        n = len(payload)
+        self.message_bytes_out += n
+        if n <= _MAX_SMALL_PAYLOAD and self._deflate is None and not self.client:
+            # The common small server message: a ready-made header.
+            self.wire_bytes_out += n + 2
+            return (_BINARY_HEADS if binary else _TEXT_HEADS)[n] + payload
         b0 = FIN | (BINARY if binary else TEXT)
         deflate = self._deflate
         if deflate is not None:

@@ -341,11 +341,10 @@ class WebSocketHandler(RequestHandler):
         data has been handed to the network; awaiting it gives flow
         control. Raises `WebSocketClosedError` if the connection is closed.
         """
-        if self.ws_connection is None or self.ws_connection.is_closing():
+        connection = self.ws_connection
+        if connection is None:
             raise WebSocketClosedError()
-        if isinstance(message, dict):
-            message = json_encode(message)
-        return self.ws_connection.write_message(message, binary=binary)
+        return connection.write_message(message, binary)
 
     def ping(self, data: Union[str, bytes] = b"") -> None:
         """Send a ping (at most 125 bytes, else `ValueError`); the answer
@@ -474,7 +473,8 @@ class WebSocketProtocol(abc.ABC):
 
     @abc.abstractmethod
     def write_message(self, message: Union[str, bytes, dict[str, Any]], binary: bool = False) -> "asyncio.Future[None]":
-        """Send a message (see `WebSocketHandler.write_message`)."""
+        """Send a message (see `WebSocketHandler.write_message`); raises
+        `WebSocketClosedError` once `is_closing`."""
 
     @abc.abstractmethod
     def write_ping(self, data: bytes) -> None:
@@ -667,7 +667,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
             self._block_on(opened)
         else:
             self._blocked = None
-            self._process()
+            self.data_received(b"")
 
     def _attach(self, transport: asyncio.Transport) -> None:
         self.stream = transport
@@ -680,9 +680,67 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        self._core.receive_data(data)
-        if self._blocked is None:
-            self._process()
+        """Take bytes from the transport and handle the frames complete so
+        far, until a callback makes us wait. Called with no bytes, it
+        handles what is already buffered (after a wait is over)."""
+        core = self._core
+        core.receive_data(data)
+        if self._blocked is not None:
+            return
+        handler = self.handler
+        budget = EVENTS_PER_TURN
+        # A callback whose awaitable was already done brings us back here
+        # from inside this loop: keep gathering into the outer call's list.
+        nested = self._out is not None
+        if not nested:
+            self._out = []
+        try:
+            while True:
+                try:
+                    event = core.next_event()
+                except ProtocolError as e:
+                    self._protocol_failed(e)
+                    return
+                if event is None:
+                    return
+                opcode, message = event
+                try:
+                    # _handle_message's first case, inlined for messages.
+                    if opcode == TEXT or opcode == BINARY:
+                        result = handler.on_message(message)
+                    else:
+                        result = self._handle_message(opcode, message)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException:
+                    # Logged, and the connection dropped: nothing more is
+                    # delivered.
+                    self._callback_failed(sys.exc_info())
+                    return
+                if result is not None:
+                    self._block_on(result)
+                    return
+                if not core._buf:
+                    # All parsed (the parser drops a consumed buffer): no
+                    # need to ask it for the None that ends the loop.
+                    return
+                budget -= 1
+                if budget == 0:
+                    # Let other connections run; carry on in the next turn.
+                    self._blocked = True
+                    self._pause_reading()
+                    self._loop.call_soon(self._unblock, None)
+                    return
+        finally:
+            if not nested:
+                # _flush(), inlined: the replies to this read in one write.
+                out = self._out
+                self._out = None
+                if out:
+                    transport = self.stream
+                    assert transport is not None
+                    if not transport.is_closing():
+                        transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def eof_received(self) -> Optional[bool]:
         # The peer will send nothing more: close our side too.
@@ -727,41 +785,6 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
 
     # -- Receiving -------------------------------------------------------------
 
-    def _process(self) -> None:
-        """Handle the frames received so far, until a callback makes us wait."""
-        core = self._core
-        handle = self._handle_message
-        budget = EVENTS_PER_TURN
-        # A callback whose awaitable was already done brings us back here
-        # from inside _process: keep gathering into the outer call's list.
-        nested = self._out is not None
-        if not nested:
-            self._out = []
-        try:
-            while True:
-                try:
-                    event = core.next_event()
-                except ProtocolError as e:
-                    self._protocol_failed(e)
-                    return
-                if event is None:
-                    return
-                result = handle(event[0], event[1])
-                if result is not None:
-                    self._block_on(result)
-                    return
-                budget -= 1
-                if budget == 0:
-                    # Let other connections run; carry on in the next turn.
-                    self._blocked = True
-                    self._pause_reading()
-                    self._loop.call_soon(self._unblock, None)
-                    return
-        finally:
-            if not nested:
-                self._flush()
-                self._out = None
-
     def _flush(self) -> None:
         out = self._out
         if out:
@@ -772,37 +795,28 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
             out.clear()
 
     def _handle_message(self, opcode: int, data: Any) -> Optional[Awaitable[Any]]:
-        """Act on one event from the frame parser; returns an awaitable when
-        the handler's callback did, to hold back the next message."""
+        """Act on one event from the frame parser; returns what the
+        handler's callback returned (an awaitable holds back the next
+        message)."""
         handler = self.handler
         if opcode == TEXT or opcode == BINARY:
-            return self._run_callback(handler.on_message, data)
+            return handler.on_message(data)  # type: ignore[no-any-return]
         if opcode == PING:
             if not self.server_terminated:
                 self._send_pong(data)
-            return self._run_callback(handler.on_ping, data)
-        if opcode == PONG:
+            callback = handler.on_ping
+        elif opcode == PONG:
             self._last_pong = self._loop.time()
-            return self._run_callback(handler.on_pong, data)
-        assert opcode == CLOSE
-        self.client_terminated = True
-        self.close_code, self.close_reason = data
-        # Answer with the same code (RFC 6455 section 5.5.1), then the
-        # handshake is complete and the transport closes.
-        self.close(self.close_code)
-        return None
-
-    def _run_callback(self, callback: Callable[..., Any], arg: Any) -> Optional[Awaitable[Any]]:
-        try:
-            result = callback(arg)
-        except BaseException:
-            if isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
-                raise
-            self._callback_failed(sys.exc_info())
+            callback = handler.on_pong
+        else:
+            assert opcode == CLOSE
+            self.client_terminated = True
+            self.close_code, self.close_reason = data
+            # Answer with the same code (RFC 6455 section 5.5.1), then the
+            # handshake is complete and the transport closes.
+            self.close(self.close_code)
             return None
-        if result is None:
-            return None
-        return result  # type: ignore[no-any-return]
+        return callback(data)  # type: ignore[no-any-return]
 
     def _block_on(self, awaitable: Awaitable[Any]) -> None:
         future = gen.convert_yielded(awaitable)
@@ -828,7 +842,7 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         transport = self.stream
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
-        self._process()
+        self.data_received(b"")
 
     def _pause_reading(self) -> None:
         transport = self.stream
@@ -899,12 +913,13 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
             else:
                 self._drain_waiters.append(waiter)
             return waiter
-        done = self._done
-        if done is None:
-            # One finished future serves every write that did not have to
-            # wait: no allocation per message.
-            done = self._done = self._loop.create_future()
-            done.set_result(None)
+        return self._done or self._finished()
+
+    def _finished(self) -> "asyncio.Future[None]":
+        # One finished future serves every write that did not have to wait:
+        # no allocation per message.
+        done = self._done = self._loop.create_future()
+        done.set_result(None)
         return done
 
     def _write_frame(self, fin: bool, opcode: int, data: bytes, flags: int = 0) -> "asyncio.Future[None]":
@@ -917,13 +932,20 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         return self._write(frame)
 
     def write_message(self, message: Union[str, bytes, dict[str, Any]], binary: bool = False) -> "asyncio.Future[None]":
-        if self.server_terminated or self._lost:
+        # is_closing(), inlined: the handler relies on this check.
+        if self._lost or self.server_terminated or self.client_terminated:
             raise WebSocketClosedError()
         if isinstance(message, dict):
             message = json_encode(message)
-        if binary and isinstance(message, str):
-            message = message.encode("utf-8")
-        return self._write(self._core.message(message, binary))  # type: ignore[arg-type]
+        frame = self._core.message(message, binary)  # type: ignore[arg-type]
+        out = self._out
+        if out is None or self._writing_paused:
+            return self._write(frame)
+        # Inside data_received, whose one transport.write() sends it; the
+        # transport was open when the read arrived and only our close or
+        # abort (which set server_terminated) closes it.
+        out.append(frame)
+        return self._done or self._finished()
 
     def write_ping(self, data: bytes) -> None:
         if self.server_terminated or self._lost:
@@ -1305,9 +1327,9 @@ class WebSocketClientConnection:
         ``binary``); returns a future done once it has been handed to the
         network. Raises `WebSocketClosedError` when closed."""
         protocol = self.protocol
-        if protocol is None or protocol.is_closing():
+        if protocol is None:
             raise WebSocketClosedError()
-        return protocol.write_message(message, binary=binary)
+        return protocol.write_message(message, binary)
 
     def read_message(
         self, callback: Optional[Callable[["asyncio.Future[Union[None, str, bytes]]"], None]] = None
