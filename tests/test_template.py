@@ -117,6 +117,13 @@ class _Markup:
         return "<obj & 'co'>"
 
 
+class _MarkupInt(int):
+    """An int subclass: not output by the inline int path."""
+
+    def __str__(self) -> str:
+        return "<int>"
+
+
 # Values the inline escaping (exact str) and its helper (everything else)
 # must render exactly as the escape module does.
 TRICKY_VALUES: list[Any] = [
@@ -136,6 +143,8 @@ TRICKY_VALUES: list[Any] = [
     ["<", b">"],
     _Shouting("<i>"),
     _Markup(),
+    _MarkupInt(3),
+    10**30,
 ]
 
 
@@ -534,6 +543,17 @@ def test_loader_whitespace_and_namespace() -> None:
 
 def test_non_ascii_template_name() -> None:
     assert DictLoader({"t\u00e9st.html": "hello"}).load("t\u00e9st.html").generate() == b"hello"
+
+
+def test_loader_cache_hit_and_reset() -> None:
+    sources = {"a.html": "one"}
+    loader = DictLoader(sources)
+    first = loader.load("a.html")
+    assert loader.load("a.html") is first
+    sources["a.html"] = "two"
+    assert loader.load("a.html").generate() == b"one"
+    loader.reset()
+    assert loader.load("a.html").generate() == b"two"
 
 
 def test_custom_loader_and_concurrent_loads() -> None:

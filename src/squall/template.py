@@ -536,14 +536,16 @@ def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | b
 
 
 # What the generated function's parameters default to: ``_tt_fast`` (the
-# class whose values are escaped inline), ``_tt_e`` (autoescape of any other
-# value), ``_tt_str``, ``_tt_r`` (raw output of a non-``str`` value), ``_tt_b``
-# (a value as bytes for a named autoescape function), ``_tt_u`` (a function's
-# result as a page piece) and ``_tt_join``. Bound as parameters they are fast
-# local variables that a template's own names cannot shadow.
-_PARAMS = "_tt_fast, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_join"
-_HELPERS = (_raw_text, _to_bytes, _function_result, _join_mixed)
-_STOCK_DEFAULTS = (str, _xhtml_escape_other, str, *_HELPERS)
+# class whose values are escaped inline), ``_tt_int`` (the class whose
+# values are output with str() inline: no markup characters), ``_tt_e``
+# (autoescape of any other value), ``_tt_str``, ``_tt_r`` (raw output of a
+# non-``str`` value), ``_tt_b`` (a value as bytes for a named autoescape
+# function), ``_tt_u`` (a function's result as a page piece) and
+# ``_tt_join``. Bound as parameters they are fast local variables that a
+# template's own names cannot shadow.
+_PARAMS = "_tt_fast, _tt_int, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_join"
+_HELPERS = (str, _raw_text, _to_bytes, _function_result, _join_mixed)
+_STOCK_DEFAULTS = (str, int, _xhtml_escape_other, *_HELPERS)
 
 
 class _Writer:
@@ -678,6 +680,8 @@ class _Writer:
                 self.emit(line, node.line)
             self.emit("_tt_emit(_tt_x)", node.line)
             self._indent -= 1
+            self.emit("elif _tt_x.__class__ is _tt_int:", node.line)
+            self.emit("    _tt_emit(_tt_str(_tt_x))", node.line)
             self.emit("else:", node.line)
             self.emit("    _tt_emit(_tt_e(_tt_x))", node.line)
         else:
@@ -835,12 +839,15 @@ class Template:
         listed in this module's documentation, the loader's ``namespace`` and
         ``kwargs``.
         """
-        namespace = {**self._defaults, **self.namespace, **kwargs}
+        if self.namespace:
+            namespace = {**self._defaults, **self.namespace, **kwargs}
+        else:
+            namespace = {**self._defaults, **kwargs}
         escaper = namespace.get("xhtml_escape")
         if escaper is _STOCK_XHTML_ESCAPE:
             defaults = _STOCK_DEFAULTS
         else:
-            defaults = (_NoValue, _custom_escaper(escaper), str, *_HELPERS)  # type: ignore[arg-type]
+            defaults = (_NoValue, _NoValue, _custom_escaper(escaper), *_HELPERS)  # type: ignore[arg-type]
         execute = types.FunctionType(self._execute, namespace, None, defaults)
         try:
             return execute()  # type: ignore[no-any-return]
@@ -945,6 +952,11 @@ class BaseLoader:
     def load(self, name: str, parent_path: str | None = None) -> Template:
         """Return the compiled template ``name`` (resolved against ``parent_path``)."""
         name = self.resolve_path(name, parent_path=parent_path)
+        # Cached templates are read without the lock: a dict look-up is
+        # atomic, and reset() swaps in a new dict rather than emptying it.
+        template = self.templates.get(name)
+        if template is not None:
+            return template
         with self.lock:
             template = self.templates.get(name)
             if template is None:
