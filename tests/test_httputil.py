@@ -872,3 +872,18 @@ def test_over_socket_rejects_folded_header():
     start_line, payload = asyncio.run(_roundtrip(raw))
     assert start_line.code == 400
     assert b"folding" in payload
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&;%+ 2F\u00e9x", max_size=30))
+def test_query_parsing_fast_path_agrees_with_parse_qsl(qs: str) -> None:
+    # Query strings without "%" or "+" are split without parse_qsl; the
+    # result must be the same as parse_qsl's for every string.
+    import urllib.parse
+
+    from squall.httputil import _parse_qs_bytes
+
+    expected: dict[str, list[bytes]] = {}
+    for name, value in urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1"):
+        expected.setdefault(name, []).append(value.encode("latin-1"))
+    assert _parse_qs_bytes(qs, 1000) == expected

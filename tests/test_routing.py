@@ -6,6 +6,8 @@ import re
 from typing import Any, Optional
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from squall import httputil
 from squall.routing import (
@@ -299,3 +301,59 @@ def test_custom_matcher() -> None:
 
     router = RuleRouter([Rule(MethodMatches("POST"), Recorder("post")), Rule(AnyMatches(), Recorder("any"))])
     assert router.find_handler(make_request("/")) == "any"
+
+
+# Patterns for the differential test below: fixed first segments, literal
+# whole paths, groups, optional parts, alternation, flags, catch-alls.
+_INDEX_PATTERNS = [
+    r"/static/(.*)", r"/(favicon\.ico)", r"/(robots\.txt)", r"/user/([0-9]+)",
+    r"/user/(?P<name>[a-z]+)/x", r"/", r"/(.*)", r"/a(b)?/x", r"/ab?c/", r"(?i)/USER/(.*)",
+    r"/(?i:st)atic/y", r"/x|/y/", r"^/api/v1/(.*)", r"/api", r"/a(?:b)/c", r"/\d+/x",
+    r"/user", r"/user/", r"/us(er)/(.*)", r"(?m)/end",
+]
+_INDEX_PATHS = [
+    "/static/a.css", "/static", "/favicon.ico", "/favicon.ico\n", "/robots.txt", "/user/42",
+    "/user/bob/x", "/USER/9", "/", "", "/ab/x", "/a/x", "/ac/", "/abc/", "/x", "/y/", "/api",
+    "/api/v1/q", "/abc/", "/12/x", "/user", "/user/", "/Static/y", "/end", "/end\nmore", "*",
+    "http://h/user/1",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(_INDEX_PATTERNS), min_size=1, max_size=10),
+    st.lists(st.booleans(), min_size=10, max_size=10),
+)
+def test_segment_index_gives_the_same_first_match_as_trying_every_rule(
+    patterns: list[str], answers: list[bool]
+) -> None:
+    # Runs of pattern rules are indexed by first path segment; the answer
+    # must be the one a plain first-match scan gives, for every path.
+    specs = [
+        (pattern, Recorder(f"{i}:{pattern}", answer=answers[i]))
+        for i, pattern in enumerate(patterns)
+    ]
+    router = RuleRouter(specs)
+    for path in _INDEX_PATHS:
+        request = make_request("/") if not path else make_request(path)
+        request.path = path
+        expected = None
+        for pattern, target in specs:
+            if PathMatches(pattern).match(request) is not None and target.answer:
+                expected = target.label
+                break
+        assert router.find_handler(request) == expected, (path, patterns)
+
+
+def test_first_segment_of_patterns() -> None:
+    from squall.routing import _first_segment
+
+    assert _first_segment(PathMatches(r"/static/(.*)")) == ("static",)
+    assert _first_segment(PathMatches(r"/(favicon\.ico)")) == ("favicon.ico", "favicon.ico\n")
+    assert _first_segment(PathMatches(r"^/api/v1/(.*)")) == ("api",)
+    for pattern in [r"/(.*)", r"/a(b)?/x", r"(?i)/x/", r"/(?i:x)/y", r"/x|/y/", r"/\d+/x"]:
+        assert _first_segment(PathMatches(pattern)) is None, pattern
+    # A compiled pattern is not anchored at the end: only a "/" fixes it.
+    assert _first_segment(PathMatches(re.compile("/lit"))) is None
+    assert _first_segment(PathMatches(re.compile("/lit/x"))) == ("lit",)
+    assert _first_segment(HostMatches("h")) is None

@@ -35,6 +35,12 @@ from squall import httputil
 from squall.log import app_log
 from squall.util import import_object
 
+try:  # the regex parser behind re: public as sre_parse before 3.11
+    from re import _constants as _sre, _parser as _sre_parser  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_constants as _sre
+    import sre_parse as _sre_parser
+
 __all__ = [
     "Router",
     "ReversibleRouter",
@@ -111,11 +117,8 @@ class _RoutingDelegate(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Optional[Awaitable[None]]:
         assert isinstance(start_line, httputil.RequestStartLine)
-        request = httputil.HTTPServerRequest(
-            connection=self.request_conn,
-            server_connection=self.server_conn,
-            start_line=start_line,
-            headers=headers,
+        request = httputil.HTTPServerRequest._for_server(
+            start_line, headers, self.request_conn, self.server_conn
         )
         delegate = self.router.find_handler(request)
         if delegate is None:
@@ -126,6 +129,12 @@ class _RoutingDelegate(httputil.HTTPMessageDelegate):
             )
             delegate = _NotFoundDelegate(self.request_conn)
         self.delegate = delegate
+        request_conn = self.request_conn
+        if getattr(request_conn, "_delegate", None) is self:
+            # squall's HTTP server reads the delegate of the message from
+            # the connection for each event: point it at the chosen one, so
+            # that the rest of the message skips this forwarding layer.
+            request_conn._delegate = delegate  # type: ignore[attr-defined]
         return delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
@@ -252,7 +261,8 @@ class RuleRouter(Router):
         if plan is None:
             plan = self._plan = _compile_plan(self._rules)
         for step in plan:
-            if type(step) is dict:
+            kind = type(step)
+            if kind is dict:
                 candidates = step.get(request.path)
                 if candidates is None:
                     continue
@@ -266,13 +276,15 @@ class RuleRouter(Router):
                     if delegate is not None:
                         return delegate
                 continue
-            target_params = step.matcher.match(request)
-            if target_params is not None:
-                if step.target_kwargs:
-                    target_params["target_kwargs"] = step.target_kwargs
-                delegate = self.get_target_delegate(step.target, request, **target_params)
-                if delegate is not None:
-                    return delegate
+            rules = step.candidates(request.path) if kind is _SegmentIndex else (step,)
+            for rule in rules:
+                target_params = rule.matcher.match(request)
+                if target_params is not None:
+                    if rule.target_kwargs:
+                        target_params["target_kwargs"] = rule.target_kwargs
+                    delegate = self.get_target_delegate(rule.target, request, **target_params)
+                    if delegate is not None:
+                        return delegate
         return None
 
     def get_target_delegate(
@@ -330,7 +342,108 @@ def _compile_plan(rules: Sequence["Rule"]) -> list[Any]:
             home = {}
             plan.insert(reach, home)
         home.setdefault(literal, []).append(rule)
-    return plan
+    return _index_segments(plan)
+
+
+class _SegmentIndex:
+    """A run of pattern rules, indexed by the first path segment their
+    matches must have: ``/user/([0-9]+)`` only matches paths in ``/user/``,
+    so a request for ``/static/app.css`` never tries it. Rules whose first
+    segment is not fixed (a custom matcher, ``/(.*)``) are tried for every
+    path, and every list keeps the rules' order, so the first rule to match
+    is the same as when trying them all."""
+
+    __slots__ = ("by_segment", "anywhere")
+
+    def __init__(self, rules: list["Rule"]) -> None:
+        segments = [_first_segment(rule.matcher) for rule in rules]
+        self.anywhere = [rule for rule, keys in zip(rules, segments) if keys is None]
+        self.by_segment: dict[str, list[Rule]] = {}
+        for keys in segments:
+            for key in keys or ():
+                self.by_segment[key] = [
+                    rule for rule, other in zip(rules, segments) if other is None or key in other
+                ]
+
+    def candidates(self, path: str) -> list["Rule"]:
+        end = path.find("/", 1)
+        found = self.by_segment.get(path[1:] if end < 0 else path[1:end])
+        return self.anywhere if found is None else found
+
+
+# Fewer pattern rules in a row than this are tried one by one: an index
+# costs a look-up, which only pays when it saves a regex match or more.
+_MIN_INDEXED_RUN = 2
+
+
+def _index_segments(plan: list[Any]) -> list[Any]:
+    """Replace each run of pattern rules in ``plan`` by a `_SegmentIndex`."""
+    out: list[Any] = []
+    run: list[Rule] = []
+    for step in plan + [None]:
+        if step is not None and type(step) is not dict:
+            run.append(step)
+            continue
+        if len(run) >= _MIN_INDEXED_RUN and any(_first_segment(r.matcher) for r in run):
+            out.append(_SegmentIndex(run))
+        else:
+            out.extend(run)
+        run = []
+        if step is not None:
+            out.append(step)
+    return out
+
+
+def _first_segment(matcher: "Matcher") -> Optional[tuple[str, ...]]:
+    """The first path segment(s) a matching path can have, or None when
+    that is not fixed (or the matcher is not a plain `PathMatches`).
+
+    A segment is fixed when the pattern starts with literal text holding a
+    second ``/`` (``/static/(.*)``), or is literal text only
+    (``/(favicon\\.ico)``, which ``$`` also lets match with a trailing
+    newline, hence two keys then).
+    """
+    if type(matcher) is not PathMatches:
+        return None
+    regex = matcher.regex
+    if not isinstance(regex.pattern, str) or regex.flags & re.IGNORECASE:
+        return None
+    try:
+        items = list(_sre_parser.parse(regex.pattern, regex.flags))
+    except Exception:  # a pattern re compiled but this parser refuses
+        return None
+    text: list[str] = []
+    whole = _literal_text(items, text, top=True)
+    head = "".join(text)
+    if not head.startswith("/"):
+        return None
+    end = head.find("/", 1)
+    if end > 0:
+        return (head[1:end],)
+    if whole and not regex.flags & re.MULTILINE:
+        return (head[1:], head[1:] + "\n")
+    return None
+
+
+def _literal_text(items: list[Any], out: list[str], top: bool) -> bool:
+    """Append the literal text ``items`` (a parsed pattern) starts with to
+    ``out``; True when that text is all of it, up to a final ``$``."""
+    last = len(items) - 1
+    for i, (op, arg) in enumerate(items):
+        if op is _sre.LITERAL:
+            out.append(chr(arg))
+        elif op is _sre.SUBPATTERN and not arg[1] & re.IGNORECASE:
+            # An unrepeated group: its text is part of every match.
+            if not _literal_text(list(arg[-1]), out, top=False):
+                return False
+        elif op is _sre.AT and arg is _sre.AT_BEGINNING and i == 0 and top:
+            continue
+        elif op is _sre.AT and arg is _sre.AT_END and i == last and top:
+            return True
+        else:
+            return False
+    # Without a final "$" (a compiled pattern) more text may follow.
+    return not top
 
 
 class ReversibleRuleRouter(ReversibleRouter, RuleRouter):

@@ -131,6 +131,13 @@ _DEFAULT_CONTENT_TYPE = "text/html; charset=UTF-8"
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 # Statuses whose responses never carry a body (RFC 9110 sections 15.3.5, 15.4.5).
 _BODILESS_STATUSES = frozenset((204, 304))
+# Methods whose 200 responses get an automatic ETag (and may become a 304).
+_ETAG_METHODS = frozenset(("GET", "HEAD"))
+_sha1 = hashlib.sha1
+# Response start lines by (code, reason): the same few serve every request.
+# Reasons can come from applications, so the cache is bounded.
+_START_LINE_CACHE_SIZE = 256
+_start_lines: dict[tuple[int, str], httputil.ResponseStartLine] = {}
 # A header value is field-vchar / SP / HTAB (RFC 9110 section 5.5), in Latin-1:
 # no CR, LF or other control characters that would let a value inject headers.
 _VALID_HEADER_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*\Z")
@@ -168,25 +175,34 @@ _MAX_FUTURE_TIMESTAMP = 31 * _DAY
 
 
 def _default_headers() -> httputil.HTTPHeaders:
-    """A fresh copy of the headers every response starts with.
+    """The headers every response starts with, in a new `HTTPHeaders`.
 
-    They only change with the Date, so they are built once per second and
-    copied (copying is half the cost of building).
+    Only the Date changes, and it is formatted once per second. The object
+    is filled directly (the names are already normalized) rather than
+    through the constructor: this runs for every request.
     """
-    now = int(time.time())
-    if now != _default_headers_cache[0]:
-        _default_headers_cache[0] = now
-        _default_headers_cache[1] = httputil.HTTPHeaders(
-            {
-                "Server": _SERVER_HEADER,
-                "Content-Type": _DEFAULT_CONTENT_TYPE,
-                "Date": email.utils.formatdate(now, usegmt=True),
-            }
-        )
-    return httputil.HTTPHeaders(_default_headers_cache[1])
+    now = int(_time())
+    cache = _default_headers_cache
+    if now != cache[0]:
+        cache[0] = now
+        cache[1] = email.utils.formatdate(now, usegmt=True)
+    headers = _new_headers(_HTTPHeaders)
+    headers._as_list = {
+        "Server": [_SERVER_HEADER],
+        "Content-Type": [_DEFAULT_CONTENT_TYPE],
+        "Date": [cache[1]],
+    }
+    headers._combined = {}
+    return headers
 
 
-_default_headers_cache: list[Any] = [0, None]
+_default_headers_cache: list[Any] = [0, ""]
+_time = time.time
+_HTTPHeaders = httputil.HTTPHeaders
+_new_headers = httputil.HTTPHeaders.__new__
+# Header names known to be valid tokens, mapped to their normalized form
+# (httputil's cache: a hit proves the name valid).
+_normalized_names = httputil._normalized_names
 
 
 class _ArgDefaultMarker:
@@ -380,7 +396,15 @@ class RequestHandler:
         (formatted as an HTTP date). A value with CR, LF or another control
         character raises ValueError, so that no header can be injected.
         """
-        self._headers[_checked_header_name(name)] = _convert_header_value(value)
+        normalized = _normalized_names.get(name) if type(name) is str else None
+        if normalized is None:
+            normalized = httputil._normalize_header(_checked_header_name(name))
+        if type(value) is not str or not (value.isascii() and value.isprintable()):
+            value = _convert_header_value(value)
+        headers = self._headers
+        headers._as_list[normalized] = [value]
+        if headers._combined:
+            headers._combined.pop(normalized, None)
 
     def add_header(self, name: str, value: _HeaderTypes) -> None:
         """Add a header line without replacing the ones of the same name."""
@@ -867,7 +891,12 @@ class RequestHandler:
             if self._new_cookie:
                 for morsel in self._new_cookie.values():
                     self._headers.add("Set-Cookie", morsel.OutputString(None))
-            start_line = httputil.ResponseStartLine("", self._status_code, self._reason)
+            key = (self._status_code, self._reason)
+            start_line = _start_lines.get(key)
+            if start_line is None:
+                start_line = httputil.ResponseStartLine("", self._status_code, self._reason)
+                if len(_start_lines) < _START_LINE_CACHE_SIZE:
+                    _start_lines[key] = start_line
             return connection.write_headers(start_line, self._headers, chunk)
         for transform in self._transforms:
             chunk = transform.transform_chunk(chunk, include_footers)
@@ -892,14 +921,23 @@ class RequestHandler:
             self.write(chunk)
         if not self._headers_written:
             status = self._status_code
-            headers = self._headers
-            if (
-                status == 200
-                and self.request.method in ("GET", "HEAD")
-                and "Etag" not in headers
-            ):
-                self.set_etag_header()
-                if self.check_etag_header():
+            # Names in _as_list are normalized: membership needs no call.
+            as_list = self._headers._as_list
+            if status == 200 and "Etag" not in as_list and self.request.method in _ETAG_METHODS:
+                cls = type(self)
+                if cls.set_etag_header is _set_etag_header and cls.compute_etag is _compute_etag:
+                    # The default pair, without the calls.
+                    buffer = self._write_buffer
+                    if len(buffer) == 1:
+                        as_list["Etag"] = ['"%s"' % _sha1(buffer[0]).hexdigest()]
+                    else:
+                        as_list["Etag"] = [self.compute_etag()]  # type: ignore[list-item]
+                else:
+                    self.set_etag_header()
+                if (
+                    "If-None-Match" in self.request.headers._as_list
+                    or cls.check_etag_header is not _check_etag_header
+                ) and self.check_etag_header():
                     self._write_buffer = []
                     self.set_status(304)
                     status = 304
@@ -907,10 +945,10 @@ class RequestHandler:
                 if self._write_buffer and any(self._write_buffer):
                     raise RuntimeError("Cannot send body with status code %d" % status)
                 self._clear_representation_headers()
-            elif "Content-Length" not in headers:
+            elif "Content-Length" not in as_list:
                 buffer = self._write_buffer
                 length = len(buffer[0]) if len(buffer) == 1 else sum(map(len, buffer))
-                headers["Content-Length"] = str(length)
+                as_list["Content-Length"] = [str(length)]
         connection = self.request.connection
         assert connection is not None
         # Drop the connection's reference to this handler, so that a
@@ -1500,6 +1538,12 @@ class RequestHandler:
 
     def _ui_method(self, method: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *args, **kwargs: method(self, *args, **kwargs)
+
+
+# The default ETag methods, to tell when a handler class overrides them.
+_set_etag_header = RequestHandler.set_etag_header
+_compute_etag = RequestHandler.compute_etag
+_check_etag_header = RequestHandler.check_etag_header
 
 
 def _strip_weak(etag: bytes) -> bytes:
