@@ -135,7 +135,7 @@ _CHUNKS_PER_YIELD = 64
 # Largest request or response body, in bytes, unless the parameters say
 # otherwise (Tornado's max_body_size default: 100 MB).
 _DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
-_HEAD_END_RE = b"\r?\n\r?\n"
+_HEAD_END_RE = re.compile(b"\r?\n\r?\n")
 
 
 class _TooLarge(httputil.HTTPInputError):
@@ -258,11 +258,13 @@ class HTTP1Connection(httputil.HTTPConnection):
         ``squall.application``; the delegate then gets
         ``on_connection_close``).
         """
-        if self.params.decompress:
-            delegate = _GzipMessageDelegate(delegate, self.params.chunk_size, self)
         return asyncio.ensure_future(self._read_message(delegate))
 
     async def _read_message(self, delegate: httputil.HTTPMessageDelegate) -> bool:
+        # read_response without the task around it, for squall's own client,
+        # which awaits it at once.
+        if self.params.decompress:
+            delegate = _GzipMessageDelegate(delegate, self.params.chunk_size, self)
         stream = self.stream
         assert stream is not None
         need_delegate_close = False
@@ -800,14 +802,13 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
             del headers["Content-Encoding"]
         return self._delegate.headers_received(start_line, headers)
 
-    async def data_received(self, chunk: bytes) -> None:  # type: ignore[override]
-        decompressor = self._decompressor
-        if decompressor is None:
-            result = self._delegate.data_received(chunk)
-            if result is not None:
-                await result
-            return
-        data = chunk
+    def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
+        if self._decompressor is None:
+            # Not compressed: passed through, with no coroutine in between.
+            return self._delegate.data_received(chunk)
+        return self._decompress(chunk, self._decompressor)
+
+    async def _decompress(self, data: bytes, decompressor: GzipDecompressor) -> None:
         while data:
             try:
                 piece = decompressor.decompress(data, self._chunk_size)
@@ -820,18 +821,16 @@ class _GzipMessageDelegate(httputil.HTTPMessageDelegate):
                 if result is not None:
                     await result
 
-    async def flush(self) -> None:
+    def flush(self) -> Optional[Awaitable[None]]:
         """Deliver what the decompressor still holds (before `finish`)."""
-        if self._decompressor is not None:
-            try:
-                tail = self._decompressor.flush()
-            except zlib.error as e:
-                raise httputil.HTTPInputError(f"invalid gzip data: {e}") from None
-            self._count(tail)
-            if tail:
-                result = self._delegate.data_received(tail)
-                if result is not None:
-                    await result
+        if self._decompressor is None:
+            return None
+        try:
+            tail = self._decompressor.flush()
+        except zlib.error as e:
+            raise httputil.HTTPInputError(f"invalid gzip data: {e}") from None
+        self._count(tail)
+        return self._delegate.data_received(tail) if tail else None
 
     def finish(self) -> None:
         return self._delegate.finish()

@@ -177,6 +177,17 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         self._idle: dict[tuple[Any, ...], list[_Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._ssl_contexts: dict[Any, ssl.SSLContext] = {}
+        # The HTTP/1 settings of every exchange, without and with gzip
+        # decoding of responses.
+        self._h1_params = tuple(
+            HTTP1ConnectionParameters(
+                chunk_size=_CHUNK_SIZE,
+                max_header_size=max_header_size or _DEFAULT_MAX_HEADER_SIZE,
+                max_body_size=max_body_size or max_buffer_size,
+                decompress=decompress,
+            )
+            for decompress in (False, True)
+        )
 
     def close(self) -> None:
         """Close idle connections and stop pooling.
@@ -255,14 +266,13 @@ class SimpleAsyncHTTPClient(AsyncHTTPClient):
         conns = self._idle.get(pool_key)
         while conns:
             conn = conns.pop()
-            conn.leave_pool()
-            if conn.usable() and not conn.readable_now():
+            if conn.leave_pool():
                 return conn
             conn.close()
         return None
 
     def _put_idle(self, conn: _Connection) -> None:
-        if self._closed or not conn.usable():
+        if self._closed or conn.stream.closed():
             conn.close()
             return
         conns = self._idle.setdefault(conn.pool_key, [])
@@ -362,10 +372,6 @@ class _Connection:
         self.pool_key = pool_key
         self.stream = stream
         self._idle_handle: Optional[asyncio.TimerHandle] = None
-        self._idle_read: Optional[asyncio.Future[bytes]] = None
-
-    def usable(self) -> bool:
-        return not self.stream.closed()
 
     def readable_now(self) -> bool:
         """True if the idle connection's socket has something to read.
@@ -393,32 +399,32 @@ class _Connection:
 
     def enter_pool(self, idle_handle: asyncio.TimerHandle) -> None:
         self._idle_handle = idle_handle
-        # Between responses the server owes us nothing: a byte or a close
-        # from it (this read completing or failing) ends the connection.
-        self._idle_read = self.stream.read_bytes(1, partial=True)  # type: ignore[assignment]
-        self._idle_read.add_done_callback(self._on_idle_read)  # type: ignore[union-attr]
+        self.stream.set_close_callback(self.close)
 
-    def _on_idle_read(self, future: asyncio.Future[bytes]) -> None:
-        if not future.cancelled():
-            future.exception()
-            self.close()
+    def leave_pool(self) -> bool:
+        """Take the connection out of the pool; False if it is spent.
 
-    def leave_pool(self) -> None:
+        Between responses the server owes us nothing: a byte it sent
+        unasked (already buffered by the stream, or still in the socket), or
+        its close, makes the connection unusable.
+        """
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None
-        idle_read = self._idle_read
-        if idle_read is not None:
-            self._idle_read = None
-            if idle_read.done():
-                # The server wrote or closed (_on_idle_read has yet to run).
-                self.close()
-                return
-            idle_read.cancel()
-            # A cancelled read stays the stream's pending read until another
-            # starts, and would swallow the first byte of the response: an
-            # empty read takes its place at once.
-            self.stream.read_bytes(0)
+        stream = self.stream
+        stream.set_close_callback(None)
+        if stream.closed() or self.readable_now():
+            return False
+        probe = stream.read_bytes(1, partial=True)
+        if probe.done():  # type: ignore[attr-defined]
+            probe.exception()  # type: ignore[attr-defined]
+            return False
+        probe.cancel()  # type: ignore[attr-defined]
+        # A cancelled read stays the stream's pending read until another
+        # starts, and would swallow the first byte of the response: an
+        # empty read takes its place at once.
+        stream.read_bytes(0)
+        return True
 
     def close(self) -> None:
         if self._idle_handle is not None:
@@ -736,14 +742,7 @@ class _Fetch(httputil.HTTPMessageDelegate):
         request = self.request
         client = self.client
         h1 = self._h1 = HTTP1Connection(
-            conn.stream,
-            True,
-            HTTP1ConnectionParameters(
-                chunk_size=_CHUNK_SIZE,
-                max_header_size=client.max_header_size or _DEFAULT_MAX_HEADER_SIZE,
-                max_body_size=client.max_body_size or client.max_buffer_size,
-                decompress=bool(request.decompress_response),
-            ),
+            conn.stream, True, client._h1_params[bool(request.decompress_response)]
         )
         self._body = body
         self._body_pending = bool(request.expect_100_continue) and (
@@ -758,7 +757,7 @@ class _Fetch(httputil.HTTPMessageDelegate):
             # The head and a small body in one segment.
             h1.write_headers(start_line, headers, body)
             h1.finish()
-        reusable = await h1.read_response(self)
+        reusable = await h1._read_message(self)
         if not self._complete:
             # The connection failed or the response was malformed (logged
             # by HTTP1Connection): code 599, with the socket error kept as
