@@ -606,9 +606,12 @@ class Connection:
                 masked = b1 & _MASK_BIT
                 length = b1 & 0x7F
                 # A final, uncompressed text or binary frame that starts a
-                # message, masked as this side requires, is valid as it is:
-                # the common case skips the full header check.
-                if (b0 != _FIN_TEXT and b0 != _FIN_BINARY) or masked != self._peer_mask or self._frag_parts is not None:
+                # message, masked as this side requires, is valid as it is
+                # and a whole message: the common case skips the full checks.
+                whole = (
+                    (b0 == _FIN_TEXT or b0 == _FIN_BINARY) and masked == self._peer_mask and self._frag_parts is None
+                )
+                if not whole:
                     self._check_header(b0, b0 & OPCODE_MASK, masked, length)
                 head = 6 if masked else 2
                 if length > 125:
@@ -624,9 +627,12 @@ class Connection:
                         length = _U64.unpack_from(buf, pos + 2)[0]
                         if length > _MAX_FRAME_LENGTH:
                             raise ProtocolError(1002, "frame length uses the 64th bit")
-                if b0 & OPCODE_MASK < CLOSE:
-                    # Refuse an oversized frame before buffering it. Compressed
-                    # data is measured again once inflated.
+                # Refuse an oversized frame before buffering it. Compressed
+                # data is measured again once inflated.
+                if whole:
+                    if length > self._max_message_size:
+                        raise ProtocolError(1009, "message too big")
+                elif b0 & OPCODE_MASK < CLOSE:
                     if b0 & RSV1 or (b0 & OPCODE_MASK == CONTINUATION and self._frag_compressed):
                         if length > _deflate_bound(self._max_message_size):
                             raise ProtocolError(1009, "message too big")
@@ -658,16 +664,14 @@ class Connection:
                 else:
                     self._pos = end
                 self.wire_bytes_in += size
-                if b0 == _FIN_TEXT:
-                    # The header check above made this a whole message.
+                if whole:
                     self.message_bytes_in += length
+                    if b0 == _FIN_BINARY:
+                        return BINARY, payload
                     try:
                         return TEXT, payload.decode()
                     except UnicodeDecodeError:
                         raise ProtocolError(1007, "invalid UTF-8 in a text message") from None
-                if b0 == _FIN_BINARY:
-                    self.message_bytes_in += length
-                    return BINARY, payload
                 event = self._frame_received(b0, b0 & OPCODE_MASK, payload)
                 if event is not None:
                     return event
