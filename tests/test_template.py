@@ -398,6 +398,20 @@ def test_relative_paths_in_dict_loader() -> None:
     assert render_from(templates, "a/1.html") == b"ok"
 
 
+def test_text_across_include_and_block_edges() -> None:
+    templates = {
+        "base.html": "<b>{% block x %}B{% end %}</b>{% include 'inc.html' %}!",
+        "inc.html": "[{{ v }}]",
+        "page.html": "{% extends 'base.html' %}{% block x %}<{{ v }}>{% end %}",
+        "plain.html": "{% extends 'base.html' %}{% block x %}text{% end %}",
+    }
+    assert render_from(templates, "page.html", v="&") == b"<b><&amp;></b>[&amp;]!"
+    assert render_from(templates, "plain.html", v=1) == b"<b>text</b>[1]!"
+    # The text around the block and the include is one append.
+    code = DictLoader(templates).load("plain.html").code
+    assert "_tt_emit('<b>text</b>[')" in code
+
+
 def test_include_and_extends_need_a_loader() -> None:
     with pytest.raises(ParseError, match="needs a template loader"):
         Template("{% include x.html %}")

@@ -522,8 +522,9 @@ def _join_mixed(parts: list[Any]) -> bytes:
 
 
 class _NoValue:
-    """A class no value is exactly: given as ``_tt_fast`` it turns the inline
-    escaping off, so that every value goes through ``_tt_e``."""
+    """A class no value is exactly: given as ``_tt_fast`` and ``_tt_int`` it
+    turns the inline output paths off, so that every value goes through
+    ``_tt_e``."""
 
 
 def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | bytes | None]:
@@ -572,7 +573,7 @@ class _Writer:
         self._template = root
         self._via: list[tuple[Template, int]] = []
         self._pending: list[str] = []
-        self._pending_line = 0
+        self._pending_origin = ""
         self._applies = 0
 
     def _origin(self, line: int) -> str:
@@ -582,7 +583,9 @@ class _Writer:
         return origin
 
     def emit(self, code: str, line: int) -> None:
-        origin = self._origin(line)
+        self._emit_at(code, self._origin(line))
+
+    def _emit_at(self, code: str, origin: str) -> None:
         code_lines = code.split("\n")
         code_lines[0] = _INDENT * self._indent + code_lines[0]
         code_lines[-1] += "  # " + origin
@@ -593,7 +596,7 @@ class _Writer:
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            self.emit(f"_tt_emit({text!r})", self._pending_line)
+            self._emit_at(f"_tt_emit({text!r})", self._pending_origin)
 
     def function(self, name: str, body: list[Any], line: int, params: str = "") -> None:
         self.emit(f"def {name}({params}):", line)
@@ -616,7 +619,7 @@ class _Writer:
             kind = node.__class__
             if kind is _Text:
                 if not self._pending:
-                    self._pending_line = node.line
+                    self._pending_origin = self._origin(node.line)
                 self._pending.append(node.value)
                 continue
             if kind is _Extends:
@@ -627,7 +630,8 @@ class _Writer:
                     self._template.name,
                     node.line,
                 )
-            self.flush_text()
+            if kind is not _Block and kind is not _Include:
+                self.flush_text()
             if kind is _Expression:
                 self._expression(node)
             elif kind is _Statement:
@@ -656,8 +660,9 @@ class _Writer:
         if entered:
             self._via.append((self._template, line))
             self._template = template
+        # Text pending at either edge joins the text across the edge into one
+        # append; it keeps the origin of its first piece.
         self.write(body)
-        self.flush_text()
         if entered:
             self._template = self._via.pop()[0]
 
