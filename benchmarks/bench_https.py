@@ -20,7 +20,8 @@ the median is reported (see ``_harness``).
 
 Usage: ``.venv/bin/python benchmarks/bench_https.py [--rounds 3]
 [--duration 5] [--connections 64] [--loop uvloop]``. Prints a markdown
-table and writes ``benchmarks/results/https.json``.
+table and writes ``benchmarks/results/https.json`` (``https-asyncio.json``
+for the standard library's loop).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def main() -> None:
                 ratios[f"squall_vs_{name}"] = round(results["squall"].rps / results[name].rps, 3)
                 print(f"squall / {name}: {ratios[f'squall_vs_{name}']:.2f}")
     path = _harness.write_json(
-        "https",
+        "https" if args.loop == "uvloop" else f"https-{args.loop}",
         {
             "benchmark": "hello world over HTTPS keep-alive, bare HTTP server",
             "machine": _harness.machine_info(),

@@ -61,7 +61,13 @@ class HTTPServer(TCPServer, Configurable, httputil.HTTPServerConnectionDelegate)
     ``"https"`` behind a TLS-terminating proxy that sets no header).
 
     ``ssl_options`` (an `ssl.SSLContext`, or a dict of `ssl.wrap_socket`
-    arguments with at least ``certfile`` and ``keyfile``) serves HTTPS.
+    arguments with at least ``certfile`` and ``keyfile``) serves HTTPS: the
+    event loop's TLS layer does each connection's handshake, then the same
+    protocol as for HTTP serves it (requests say ``protocol == "https"``;
+    `~squall.httputil.HTTPServerRequest.get_ssl_certificate` gives the
+    client's certificate when the context asks for one). A handshake that
+    fails with a TLS error (a plain-HTTP client, a refused certificate) is
+    logged once, as a warning without a traceback.
 
     ``decompress_request=True`` decodes ``Content-Encoding: gzip`` request
     bodies (never beyond ``max_body_size``, so a small "zip bomb" cannot
