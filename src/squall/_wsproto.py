@@ -644,9 +644,9 @@ class Connection:
                 end = pos + size
                 start = end - length
                 if not masked:
-                    payload = buf[start:end]
-                    if type(payload) is not bytes:
-                        payload = bytes(payload)
+                    # One copy out of a bytearray (its slice would be a
+                    # second one).
+                    payload = buf[start:end] if type(buf) is bytes else bytes(memoryview(buf)[start:end])
                 elif length:
                     # websocket_mask's big-integer XOR, inlined for the hot
                     # path (the mask is known to be 4 bytes).

@@ -913,7 +913,8 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
             else:
                 self._drain_waiters.append(waiter)
             return waiter
-        return self._done or self._finished()
+        done = self._done
+        return done if done is not None else self._finished()
 
     def _finished(self) -> "asyncio.Future[None]":
         # One finished future serves every write that did not have to wait:
@@ -945,7 +946,8 @@ class WebSocketProtocol13(WebSocketProtocol, asyncio.Protocol):
         # transport was open when the read arrived and only our close or
         # abort (which set server_terminated) closes it.
         out.append(frame)
-        return self._done or self._finished()
+        done = self._done
+        return done if done is not None else self._finished()
 
     def write_ping(self, data: bytes) -> None:
         if self.server_terminated or self._lost:
