@@ -45,6 +45,7 @@ def xhtml_escape(value: str | bytes) -> str:
     if value.__class__ is not str:
         value = to_unicode(value)
         if value is None:
+            # The error Tornado's xhtml_escape gives for None (html.escape's).
             raise AttributeError("'NoneType' object has no attribute 'replace'")
         # A subclass's characters, as a plain str like every other result.
         value = str.__str__(value)

@@ -427,6 +427,16 @@ class _Parser:
 
 # ---------------------------------------------------------------------------
 # Code generation
+#
+# A template becomes one function that appends ``str`` pieces to a list and
+# encodes their join once: no per-piece UTF-8 round trip. Each ``{{ }}``
+# stores its value in ``_tt_x`` and, with the stock autoescape, escapes an
+# exact ``str`` (the common case) with inline code and outputs an exact
+# ``int`` with ``str()``; any other value, and every value when the caller
+# replaced ``xhtml_escape``, goes through the ``_tt_e`` helper. Only bytes
+# that are not UTF-8 (which raw output passes through untouched) make the
+# list hold anything but ``str``; the join then falls back to encoding piece
+# by piece.
 
 def _to_bytes(value: Any) -> bytes:
     """Convert an expression's value to the bytes a custom autoescape function receives."""
