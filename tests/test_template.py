@@ -192,6 +192,19 @@ def test_text_with_lone_surrogates_cannot_be_encoded() -> None:
         render("{{ v }}", v="\ud800")
     with pytest.raises(UnicodeEncodeError):
         render("{% raw v %}", v="\udcff")
+    # Inside {% try %} the error is raised at the expression, where the
+    # template can catch it.
+    source = (
+        "a{% try %}b{{ v }}{% except UnicodeEncodeError %}E{% end %}"
+        "{% try %}{% raw v %}{% except UnicodeEncodeError %}R{% end %}"
+        "{% try %}{% apply f %}{{ v }}{% end %}{% except UnicodeEncodeError %}A{% end %}"
+        "{% try %}{% for i in [1] %}{{ i }}{{ v }}{% end %}"
+        "{% except UnicodeEncodeError %}L{% end %}"
+    )
+    assert render(source, v="\ud800", f=lambda b: b) == b"abERA1L"
+    assert render(source, v="<", f=lambda b: b) == b"ab&lt;<&lt;1&lt;"
+    unescaped = "{% autoescape None %}{% try %}{{ v }}{% except UnicodeEncodeError %}U{% end %}"
+    assert render(unescaped, v="\ud800") == b"U"
 
 
 def test_escaper_results_follow_utf8_rules() -> None:

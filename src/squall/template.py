@@ -526,6 +526,14 @@ def _function_result(value: Any) -> str | bytes | None:
     return escape.utf8(value)  # raises TypeError naming the type
 
 
+def _encodable(piece: Any) -> Any:
+    """``piece``, once its text is known to encode as UTF-8 (raises
+    ``UnicodeEncodeError`` otherwise)."""
+    if isinstance(piece, str):
+        piece.encode("utf-8")
+    return piece
+
+
 def _join_mixed(parts: list[Any]) -> bytes:
     """The page's bytes when the buffer holds more than ``str`` pieces."""
     return b"".join([part.encode("utf-8") if isinstance(part, str) else part for part in parts])
@@ -551,11 +559,11 @@ def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | b
 # values are output with str() inline: no markup characters), ``_tt_e``
 # (autoescape of any other value), ``_tt_str``, ``_tt_r`` (raw output of a
 # non-``str`` value), ``_tt_b`` (a value as bytes for a named autoescape
-# function), ``_tt_u`` (a function's result as a page piece) and
-# ``_tt_join``. Bound as parameters they are fast local variables that a
+# function), ``_tt_u`` (a function's result as a page piece), ``_tt_v``
+# (an output piece checked to be encodable) and ``_tt_join``. Bound as parameters they are fast local variables that a
 # template's own names cannot shadow.
-_PARAMS = "_tt_fast, _tt_int, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_join"
-_HELPERS = (str, _raw_text, _to_bytes, _function_result, _join_mixed)
+_PARAMS = "_tt_fast, _tt_int, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_v, _tt_join"
+_HELPERS = (str, _raw_text, _to_bytes, _function_result, _encodable, _join_mixed)
 _STOCK_DEFAULTS = (str, int, _xhtml_escape_other, *_HELPERS)
 
 
@@ -585,6 +593,8 @@ class _Writer:
         self._pending: list[str] = []
         self._pending_origin = ""
         self._applies = 0
+        # How many {% try %} blocks enclose the code being written.
+        self._tries = 0
 
     def _origin(self, line: int) -> str:
         origin = f"{self._template.name}:{line}"
@@ -652,7 +662,7 @@ class _Writer:
                 self._applies += 1
                 name = f"_tt_apply{self._applies}"
                 self.function(name, node.body, node.line)
-                self.emit(f"_tt_emit(_tt_u(({node.function})({name}())))", node.line)
+                self.emit(self._output(f"_tt_u(({node.function})({name}()))"), node.line)
             elif kind is _Block:
                 block, owner = self._blocks[node.name]
                 self._inside(owner, node.line, block.body)
@@ -687,22 +697,38 @@ class _Writer:
         self.emit(f"_tt_x = ({code})", node.line)
         autoescape = None if node.raw else self._template.autoescape
         if autoescape is None:
-            self.emit("_tt_emit(_tt_x if _tt_x.__class__ is _tt_str else _tt_r(_tt_x))", node.line)
+            self.emit(
+                self._output("_tt_x if _tt_x.__class__ is _tt_str else _tt_r(_tt_x)"), node.line
+            )
         elif autoescape == _DEFAULT_AUTOESCAPE and self._fast_escape:
             self.emit("if _tt_x.__class__ is _tt_fast:", node.line)
             self._indent += 1
             for line in _INLINE_XHTML_ESCAPE:
                 self.emit(line, node.line)
-            self.emit("_tt_emit(_tt_x)", node.line)
+            self.emit(self._output("_tt_x"), node.line)
             self._indent -= 1
             self.emit("elif _tt_x.__class__ is _tt_int:", node.line)
             self.emit("    _tt_emit(_tt_str(_tt_x))", node.line)
             self.emit("else:", node.line)
-            self.emit("    _tt_emit(_tt_e(_tt_x))", node.line)
+            self.emit("    " + self._output("_tt_e(_tt_x)"), node.line)
         else:
-            self.emit(f"_tt_emit(_tt_u(({autoescape})(_tt_b(_tt_x))))", node.line)
+            self.emit(self._output(f"_tt_u(({autoescape})(_tt_b(_tt_x)))"), node.line)
+
+    def _output(self, piece: str) -> str:
+        """The statement that outputs the value of expression ``piece``.
+
+        Inside ``{% try %}`` the piece is checked to be encodable at once, so
+        that a ``str`` with lone surrogates raises where the template can
+        catch it, as in Tornado; elsewhere that error surfaces from the final
+        encode, and the render fails either way.
+        """
+        if self._tries:
+            return f"_tt_emit(_tt_v({piece}))"
+        return f"_tt_emit({piece})"
 
     def _compound(self, node: _Compound) -> None:
+        is_try = node.clauses[0][0].split(None, 1)[0] == "try"
+        self._tries += is_try
         for header, line, body in node.clauses:
             self.emit(header + ":", line)
             self._indent += 1
@@ -712,6 +738,7 @@ class _Writer:
             if len(self.lines) == before:
                 self.emit("pass", line)
             self._indent -= 1
+        self._tries -= is_try
 
 
 def _collect_blocks(
