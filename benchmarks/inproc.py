@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT.parent / "src"))
 from tornado_api import make_app  # noqa: E402
 
 import squall.httpserver  # noqa: E402
+import squall.httputil  # noqa: E402
 
 SORT = "tottime"
 BODY = b"x" * 10240
@@ -78,8 +79,29 @@ class _Transport(asyncio.Transport):
         pass
 
 
+class _Bare(squall.httputil.HTTPServerConnectionDelegate, squall.httputil.HTTPMessageDelegate):
+    """No framework: answers every request with canned headers and body
+    through the server's HTTPConnection (the floor under the web layer)."""
+
+    def start_request(self, server_conn: Any, request_conn: Any) -> Any:
+        self.connection = request_conn
+        return self
+
+    def finish(self) -> None:
+        headers = squall.httputil.HTTPHeaders()
+        headers._as_list = {"Content-Type": ["text/plain"], "Content-Length": ["13"]}
+        self.connection.write_headers(_OK, headers, b"Hello, World!")
+        self.connection.finish()
+
+
+_OK = squall.httputil.ResponseStartLine("HTTP/1.1", 200, "OK")
+
+
 async def _run(name: str, count: int, profile: bool) -> float:
-    app = make_app("squall", tempfile.gettempdir())
+    bare = name.startswith("bare-")
+    if bare:
+        name = name[len("bare-") :]
+    app = _Bare() if bare else make_app("squall", tempfile.gettempdir())
     server = squall.httpserver.HTTPServer(app)
     protocol = server._make_protocol()
     transport = _Transport()
@@ -110,7 +132,12 @@ async def _run(name: str, count: int, profile: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("endpoints", nargs="*", default=list(REQUESTS))
+    parser.add_argument(
+        "endpoints",
+        nargs="*",
+        default=list(REQUESTS),
+        help="endpoint names; bare-<name> sends the same request to a server with no framework",
+    )
     parser.add_argument("-n", "--count", type=int, default=20000)
     parser.add_argument("--profile", action="store_true", help="cProfile the first endpoint")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")

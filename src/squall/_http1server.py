@@ -455,7 +455,7 @@ class _RequestConnection(HTTPConnection):
         # a name or value would split the response (RFC 9112 11.1).
         n = len(lines)
         if joined.count("\n") != n or joined.count("\r") != n:
-            _reject_header_lines(lines)
+            _reject_header_lines(as_list)
         code = start_line.code  # type: ignore[union-attr]
         request_line = self._start_line
         keep_alive = self._keep_alive
@@ -504,7 +504,13 @@ class _RequestConnection(HTTPConnection):
                 data += chunk
             else:
                 data += self._frame(chunk)
-        return self._proto._write(data)
+        proto = self._proto
+        if proto._corked and not (proto._closing or proto._writing_paused):
+            # Inside the server's callbacks (the usual case): what _write
+            # would do, without the call.
+            proto._out.append(data)
+            return proto._ready
+        return proto._write(data)
 
     def write(self, chunk: bytes) -> "asyncio.Future[None]":
         """Write a piece of the body (framed as a chunk if the response is
@@ -569,6 +575,8 @@ class _RequestConnection(HTTPConnection):
         return f"<_RequestConnection {self._start_line!r} from {self.context}>"
 
 
+_new_request_connection = object.__new__
+
 _CR_OR_LF_RE = re.compile(r"\r|\n")
 
 # Status lines seen so far (the usual handful), formatted once.
@@ -590,10 +598,12 @@ def _status_line(start_line: ResponseStartLine) -> str:
     return line
 
 
-def _reject_header_lines(lines: list[str]) -> NoReturn:
-    for line in lines:
-        if _CR_OR_LF_RE.search(line[:-2]):
-            raise ValueError(f"Illegal characters (CR or LF) in header: {line[:-2]!r}")
+def _reject_header_lines(as_list: dict[str, list[str]]) -> NoReturn:
+    for name, values in as_list.items():
+        for value in values:
+            line = f"{name}: {value}"
+            if _CR_OR_LF_RE.search(line):
+                raise ValueError(f"Illegal characters (CR or LF) in header: {line!r}")
     raise AssertionError("unreachable: a header line has an extra CR or LF")
 
 
@@ -928,12 +938,14 @@ class _ServerProtocol(asyncio.Protocol):
                 keep_alive = "keep-alive" in tokens
         if self._no_keep_alive:
             keep_alive = False
-        rc = _RequestConnection(
-            self,
-            _tuple_new(RequestStartLine, (method, url.decode("latin-1"), version)),
-            headers,
-            keep_alive,
-        )
+        # _RequestConnection(...), without the call: one per request.
+        rc = _new_request_connection(_RequestConnection)
+        rc._proto = self
+        rc.context = self._context
+        rc._start_line = _tuple_new(RequestStartLine, (method, url.decode("latin-1"), version))
+        rc._headers = headers
+        rc._keep_alive = keep_alive
+        rc._max_body_size = self._max_body_size
         if transfer_encoding is not None:
             if content_length is not None:
                 self._head_error(400, "Message with both Transfer-Encoding and Content-Length")

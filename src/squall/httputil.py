@@ -808,7 +808,6 @@ class HTTPServerRequest:
         self.method, uri, self.version = start_line
         self.uri = uri
         self.headers = headers
-        self.body = b""
         context = getattr(connection, "context", None)
         self.remote_ip = getattr(context, "remote_ip", None)
         self.protocol = getattr(context, "protocol", "http")
@@ -823,20 +822,15 @@ class HTTPServerRequest:
                 host_name = split_host_and_port(host.lower())[0]
         self.host = host  # type: ignore[assignment]
         self.host_name = host_name
-        self.files = {}
         self.connection = connection
         self.server_connection = server_connection
         self._start_time = time.time()
-        self._finish_time = None
         self.path, _, query = uri.partition("?")
         self.query = query
-        if query:
-            if query.count("&") >= _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments:
-                raise HTTPInputError("Max number of fields exceeded in query string")
-        else:
-            self.query_arguments = {}
-            self.arguments = {}
-        self.body_arguments = {}
+        if query and query.count("&") >= _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments:
+            raise HTTPInputError("Max number of fields exceeded in query string")
+        # body (b"") and _finish_time (None) are class defaults; the
+        # argument dicts and files are made on first use (__getattr__).
         return self
 
     def _host_from_headers(self) -> str:
@@ -873,8 +867,15 @@ class HTTPServerRequest:
         for name, values in self.body_arguments.items():
             arguments.setdefault(name, []).extend(values)
 
+    body = b""
+    _finish_time: Optional[float] = None
+
     def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not yet set: the lazily parsed ones.
+        # Only reached for attributes not yet set: the lazily made ones.
+        if name == "body_arguments" or name == "files":
+            made: Dict[str, Any] = {}
+            setattr(self, name, made)
+            return made
         if name == "query_arguments":
             parsed = _parse_qs_bytes(
                 self.query, _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments

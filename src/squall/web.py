@@ -133,6 +133,8 @@ _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 _BODILESS_STATUSES = frozenset((204, 304))
 # Methods whose 200 responses get an automatic ETag (and may become a 304).
 _ETAG_METHODS = frozenset(("GET", "HEAD"))
+# Request methods mapped to the handler attributes that serve them.
+_METHOD_ATTRS = {m: m.lower() for m in ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")}
 _sha1 = hashlib.sha1
 # Response start lines by (code, reason): the same few serve every request.
 # Reasons can come from applications, so the cache is bounded.
@@ -174,28 +176,8 @@ _DAY = 86400
 _MAX_FUTURE_TIMESTAMP = 31 * _DAY
 
 
-def _default_headers() -> httputil.HTTPHeaders:
-    """The headers every response starts with, in a new `HTTPHeaders`.
-
-    Only the Date changes, and it is formatted once per second. The object
-    is filled directly (the names are already normalized) rather than
-    through the constructor: this runs for every request.
-    """
-    now = int(_time())
-    cache = _default_headers_cache
-    if now != cache[0]:
-        cache[0] = now
-        cache[1] = email.utils.formatdate(now, usegmt=True)
-    headers = _new_headers(_HTTPHeaders)
-    headers._as_list = {
-        "Server": [_SERVER_HEADER],
-        "Content-Type": [_DEFAULT_CONTENT_TYPE],
-        "Date": [cache[1]],
-    }
-    headers._combined = {}
-    return headers
-
-
+# The Date of the default headers (see RequestHandler.clear): the second it
+# was formatted for, and the text. Formatting it once per second is enough.
 _default_headers_cache: list[Any] = [0, ""]
 _time = time.time
 _HTTPHeaders = httputil.HTTPHeaders
@@ -261,6 +243,11 @@ class RequestHandler:
 
     # Set in _execute; a test double that skips __init__ still sees these.
     _prepared_future: Optional["asyncio.Future[None]"] = None
+    # Per-request state that starts the same for every request: class
+    # defaults, so that a handler is cheaper to create.
+    _headers_written = False
+    _finished = False
+    _auto_finish = True
     _transforms: list["OutputTransform"] = []
     _new_cookie: Optional[dict[str, http.cookies.Morsel]] = None  # type: ignore[type-arg]
 
@@ -273,14 +260,14 @@ class RequestHandler:
         super().__init__()
         self.application = application
         self.request = request
-        self._headers_written = False
-        self._finished = False
-        self._auto_finish = True
         self.clear()
         connection = request.connection
         assert connection is not None
         connection.set_close_callback(self._connection_closed)
-        self.initialize(**kwargs)
+        if kwargs:
+            self.initialize(**kwargs)
+        else:
+            self.initialize()
 
     def initialize(self) -> None:
         """Hook for subclass initialization, called for each request.
@@ -353,7 +340,19 @@ class RequestHandler:
 
     def clear(self) -> None:
         """Reset the headers and the buffered output (before anything is sent)."""
-        self._headers = _default_headers()
+        # _default_headers(), inlined: this runs for every request.
+        now = int(_time())
+        cache = _default_headers_cache
+        if now != cache[0]:
+            cache[0] = now
+            cache[1] = email.utils.formatdate(now, usegmt=True)
+        headers = self._headers = _new_headers(_HTTPHeaders)
+        headers._as_list = {
+            "Server": [_SERVER_HEADER],
+            "Content-Type": [_DEFAULT_CONTENT_TYPE],
+            "Date": [cache[1]],
+        }
+        headers._combined = {}
         self.set_default_headers()
         self._write_buffer: list[bytes] = []
         self._status_code = 200
@@ -1362,11 +1361,16 @@ class RequestHandler:
             method = request.method
             if method not in self.SUPPORTED_METHODS:
                 raise HTTPError(405)
-            decode = self.decode_argument
-            self.path_args = [decode(arg) for arg in args] if args else []
-            self.path_kwargs = (
-                {k: decode(v, name=k) for k, v in kwargs.items()} if kwargs else {}
-            )
+            if args:
+                decode = self.decode_argument
+                self.path_args = [decode(arg) for arg in args]
+            else:
+                self.path_args = []
+            if kwargs:
+                decode = self.decode_argument
+                self.path_kwargs = {k: decode(v, name=k) for k, v in kwargs.items()}
+            else:
+                self.path_kwargs = {}
             if method not in _SAFE_METHODS:
                 settings = self.application.settings
                 if settings.get("cross_origin_protection"):
@@ -1393,8 +1397,12 @@ class RequestHandler:
             body_future = self.request._body_future
             if not body_future.done() or body_future.exception() is not None:
                 return _spawn(self._continue(body_future, after_prepare=False, body=True))
-        method = getattr(self, self.request.method.lower())  # type: ignore[union-attr]
-        result = method(*self.path_args, **self.path_kwargs)
+        verb = self.request.method
+        method = getattr(self, _METHOD_ATTRS.get(verb) or verb.lower())  # type: ignore[union-attr, arg-type]
+        if self.path_kwargs:
+            result = method(*self.path_args, **self.path_kwargs)
+        else:
+            result = method(*self.path_args)
         if result is not None:
             return _spawn(self._continue(result, after_prepare=False))
         if self._auto_finish and not self._finished:
@@ -1641,12 +1649,6 @@ def stream_request_body(cls: type[_T]) -> type[_T]:
         raise TypeError("expected subclass of RequestHandler, got %r" % (cls,))
     cls._stream_request_body = True
     return cls  # type: ignore[return-value]
-
-
-def _has_stream_request_body(cls: type[RequestHandler]) -> bool:
-    if not issubclass(cls, RequestHandler):
-        raise TypeError("expected subclass of RequestHandler, got %r" % (cls,))
-    return cls._stream_request_body
 
 
 def removeslash(method: _MethodT) -> _MethodT:
@@ -2578,7 +2580,18 @@ class _ApplicationRouter(ReversibleRuleRouter):
         self, target: Any, request: httputil.HTTPServerRequest, **target_params: Any
     ) -> Optional[httputil.HTTPMessageDelegate]:
         if isinstance(target, type) and issubclass(target, RequestHandler):
-            return self.application.get_handler_delegate(request, target, **target_params)
+            application = self.application
+            if type(application).get_handler_delegate is _default_get_handler_delegate:
+                # What the default get_handler_delegate does, one call fewer.
+                return _HandlerDelegate(
+                    application,
+                    request,
+                    target,
+                    target_params.get("target_kwargs"),
+                    target_params.get("path_args"),
+                    target_params.get("path_kwargs"),
+                )
+            return application.get_handler_delegate(request, target, **target_params)
         return super().get_target_delegate(target, request, **target_params)
 
 
@@ -2789,7 +2802,7 @@ class Application(ReversibleRouter):
         else:
             route = self.default_router.find_handler(request)
         if route is not None:
-            return cast("_HandlerDelegate", route)
+            return route  # type: ignore[return-value]
         if self.settings.get("default_handler_class"):
             return self.get_handler_delegate(
                 request,
@@ -2915,7 +2928,9 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
         self.path_args = path_args or []
         self.path_kwargs = path_kwargs or {}
         self.chunks: Optional[list[bytes]] = []
-        self.stream_request_body = _has_stream_request_body(handler_class)
+        if not (isinstance(handler_class, type) and issubclass(handler_class, RequestHandler)):
+            raise TypeError("expected subclass of RequestHandler, got %r" % (handler_class,))
+        self.stream_request_body = handler_class._stream_request_body
         self.handler: Optional[RequestHandler] = None
 
     def headers_received(
@@ -2969,9 +2984,11 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
                     loader.reset()
         if not settings.get("static_hash_cache", True):
             settings.get("static_handler_class", StaticFileHandler).reset()
-        handler = self.handler = self.handler_class(
-            self.application, self.request, **self.handler_kwargs
-        )
+        if self.handler_kwargs:
+            handler = self.handler_class(self.application, self.request, **self.handler_kwargs)
+        else:
+            handler = self.handler_class(self.application, self.request)
+        self.handler = handler
         transforms = self.application.transforms
         if transforms:
             transforms = [t(self.request) for t in transforms]  # type: ignore[misc]
@@ -2980,6 +2997,9 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
         handler._start(transforms, self.path_args, self.path_kwargs)  # type: ignore[arg-type]
         return handler._prepared_future
 
+
+
+_default_get_handler_delegate = Application.get_handler_delegate
 
 # -- signed values -----------------------------------------------------------
 
