@@ -420,6 +420,19 @@ class _RequestConnection(HTTPConnection):
         WebSocket and other protocols that upgrade from HTTP."""
         return self._proto._detach(self)
 
+    @property
+    def stream(self) -> "IOStream":
+        """The connection as an `~squall.iostream.IOStream` (Tornado's
+        ``HTTP1Connection.stream``), for code that writes raw bytes or
+        closes the connection itself. Using it takes the connection over
+        (`detach`): this request's own writes then fail with
+        `~squall.iostream.StreamClosedError`, and no further request is read
+        on the connection."""
+        stream = self.__dict__.get("_stream")
+        if stream is None:
+            stream = self._stream = self.detach()
+        return stream
+
     def _detach_transport(self) -> tuple[asyncio.Transport, bytes]:
         """Like `detach`, but hand over the bare asyncio transport and the
         bytes already received after this request, for a protocol that
@@ -1506,6 +1519,9 @@ class _ServerProtocol(asyncio.Protocol):
     def _detach_transport(self, rc: _RequestConnection) -> tuple[asyncio.Transport, bytes]:
         self._uncork()
         self._detached = True
+        # Whatever the application writes through HTTP now fails: the
+        # transport belongs to someone else.
+        self._closing = True
         self._pstate = _DONE
         if self._timer is not None:
             self._timer.cancel()

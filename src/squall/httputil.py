@@ -929,13 +929,15 @@ class HTTPServerRequest:
         DER-encoded bytes.
         """
         ssl_object = None
-        stream = getattr(self.connection, "stream", None)
-        if stream is not None:
-            ssl_object = getattr(stream, "socket", None)
-        if ssl_object is None:
-            transport = getattr(self.connection, "transport", None)
-            if transport is not None:
-                ssl_object = transport.get_extra_info("ssl_object")
+        # The transport first: on squall's own server, touching the
+        # connection's ``stream`` would take the connection over.
+        transport = getattr(self.connection, "transport", None)
+        if transport is not None:
+            ssl_object = transport.get_extra_info("ssl_object")
+        else:
+            stream = getattr(self.connection, "stream", None)
+            if stream is not None:
+                ssl_object = getattr(stream, "socket", None)
         getpeercert = getattr(ssl_object, "getpeercert", None)
         if getpeercert is None:
             return None

@@ -821,11 +821,14 @@ class RequestHandler:
             while frame.f_code.co_filename == this_file and frame.f_back is not None:
                 frame = frame.f_back
             template_path = os.path.dirname(frame.f_code.co_filename)
-        with RequestHandler._template_loader_lock:
-            loader = RequestHandler._template_loaders.get(template_path)
-            if loader is None:
-                loader = self.create_template_loader(template_path)
-                RequestHandler._template_loaders[template_path] = loader
+        # A dict read is atomic: only creating a loader needs the lock.
+        loader = RequestHandler._template_loaders.get(template_path)
+        if loader is None:
+            with RequestHandler._template_loader_lock:
+                loader = RequestHandler._template_loaders.get(template_path)
+                if loader is None:
+                    loader = self.create_template_loader(template_path)
+                    RequestHandler._template_loaders[template_path] = loader
         compiled = loader.load(template_name)
         namespace = self.get_template_namespace()
         namespace.update(kwargs)
@@ -833,17 +836,18 @@ class RequestHandler:
 
     def get_template_namespace(self) -> dict[str, Any]:
         """The names templates see by default (add yours by overriding)."""
-        namespace = dict(
-            handler=self,
-            request=self.request,
-            current_user=self.current_user,
-            locale=self.locale,
-            _=self.locale.translate,
-            pgettext=self.locale.pgettext,
-            static_url=self.static_url,
-            xsrf_form_html=self.xsrf_form_html,
-            reverse_url=self.reverse_url,
-        )
+        user_locale = self.locale
+        namespace = {
+            "handler": self,
+            "request": self.request,
+            "current_user": self.current_user,
+            "locale": user_locale,
+            "_": user_locale.translate,
+            "pgettext": user_locale.pgettext,
+            "static_url": self.static_url,
+            "xsrf_form_html": self.xsrf_form_html,
+            "reverse_url": self.reverse_url,
+        }
         namespace.update(self.ui)
         return namespace
 
