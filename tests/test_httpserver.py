@@ -1086,3 +1086,50 @@ def test_unix_socket(tmp_path):
             await server.close_all_connections()
 
     run(main())
+
+
+def test_connection_stream_takes_the_connection_over(caplog: pytest.LogCaptureFixture) -> None:
+    # Tornado's request.connection.stream: raw bytes written on it reach the
+    # client as they are; closing it ends the connection; whatever the
+    # application then writes through HTTP fails quietly, and the server
+    # goes on serving other connections.
+    writes_after: list[BaseException] = []
+
+    async def app_main(request: HTTPServerRequest) -> None:
+        stream = request.connection.stream  # type: ignore[union-attr]
+        assert stream is request.connection.stream  # type: ignore[union-attr]
+        if request.path == "/raw":
+            await stream.write(b"HTTP/1.1 100 CONTINUE\r\n\r\n")
+            await stream.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA")
+            stream.close()
+            return
+        stream.close()
+        future = request.connection.write_headers(  # type: ignore[union-attr]
+            OK, HTTPHeaders({"Content-Length": "5"}), b"hello"
+        )
+        writes_after.append(future.exception())  # type: ignore[arg-type]
+
+    def app(request: HTTPServerRequest) -> None:
+        if request.path == "/fine":
+            respond(request, b"fine")
+        else:
+            asyncio.ensure_future(app_main(request))
+
+    async def main() -> None:
+        async with serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /raw HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(), 5) == (
+                b"HTTP/1.1 100 CONTINUE\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA"
+            )
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /closed HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            assert (await raw_exchange(port, b"GET /fine HTTP/1.1\r\nHost: x\r\n\r\n"))[2] == b"fine"
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
+    assert [type(e).__name__ for e in writes_after] == ["StreamClosedError"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -431,6 +431,9 @@ class _RequestConnection(HTTPConnection):
         stream = self.__dict__.get("_stream")
         if stream is None:
             stream = self._stream = self.detach()
+            # Whatever the application still writes through HTTP fails:
+            # the transport belongs to the stream now.
+            self._proto._closing = True
         return stream
 
     def _detach_transport(self) -> tuple[asyncio.Transport, bytes]:
@@ -1519,9 +1522,6 @@ class _ServerProtocol(asyncio.Protocol):
     def _detach_transport(self, rc: _RequestConnection) -> tuple[asyncio.Transport, bytes]:
         self._uncork()
         self._detached = True
-        # Whatever the application writes through HTTP now fails: the
-        # transport belongs to someone else.
-        self._closing = True
         self._pstate = _DONE
         if self._timer is not None:
             self._timer.cancel()
