@@ -334,3 +334,19 @@ def test_friendly_number() -> None:
 def test_base_locale_methods_are_abstract() -> None:
     with pytest.raises(NotImplementedError):
         locale.Locale("en_US")
+
+
+def test_closest_locale_answers_follow_direct_state_changes(tmp_path: Path) -> None:
+    # get() remembers its answers; replacing the module's state directly
+    # (as Tornado's own tests do) must not leave a stale answer behind.
+    assert locale.get("fr_FR").code == "en_US"
+    (tmp_path / "fr_FR.csv").write_text('"school","ecole"\n')
+    locale.load_translations(str(tmp_path))
+    french = locale.get("fr_FR")
+    assert french.code == "fr_FR" and locale.get("fr_FR") is french
+    locale._supported_locales = frozenset({"en_US"})
+    assert locale.get("fr_FR").code == "en_US"
+    locale._supported_locales = frozenset({"en_US", "fr_FR"})
+    locale.Locale._cache = {}
+    again = locale.get("fr_FR")
+    assert again.code == "fr_FR" and again is not french

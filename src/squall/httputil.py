@@ -856,16 +856,17 @@ class HTTPServerRequest:
         Called by the framework once the body has been read, before the
         handler runs; raises `HTTPInputError` for a malformed form body.
         """
-        parse_body_arguments(
-            self.headers.get("Content-Type", ""),
-            self.body,
-            self.body_arguments,
-            self.files,
-            self.headers,
-        )
-        arguments = self.arguments
-        for name, values in self.body_arguments.items():
-            arguments.setdefault(name, []).extend(values)
+        headers = self.headers
+        content_type = headers.get("Content-Type", "")
+        if not (content_type.startswith(_FORM_TYPES) or "Content-Encoding" in headers):
+            # Not a form (a JSON or binary body): nothing to parse, and the
+            # argument dicts need not even be made.
+            return
+        parse_body_arguments(content_type, self.body, self.body_arguments, self.files, headers)
+        if self.body_arguments:
+            arguments = self.arguments
+            for name, values in self.body_arguments.items():
+                arguments.setdefault(name, []).extend(values)
 
     body = b""
     _finish_time: Optional[float] = None
@@ -954,6 +955,10 @@ class HTTPServerRequest:
 
 
 # --- Request bodies ----------------------------------------------------------
+
+
+# The body types parse_body_arguments reads; any other is left alone.
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 def parse_body_arguments(

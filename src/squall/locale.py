@@ -84,6 +84,13 @@ _DAYS_UNTIL_YEAR = 334
 _FUTURE_SKEW = datetime.timedelta(seconds=60)
 
 
+# Answers of Locale.get_closest by requested codes. The codes come from
+# request headers, so the cache is bounded (as squall.httputil's caches of
+# header names are).
+_CLOSEST_CACHE_SIZE = 1000
+_closest_cache: dict[tuple[str, ...], tuple[frozenset[str], str, "Locale"]] = {}
+
+
 def get(*locale_codes: str) -> Locale:
     """Return the closest supported locale to the given codes, in preference order.
 
@@ -219,6 +226,25 @@ class Locale:
     @classmethod
     def get_closest(cls, *locale_codes: str) -> Locale:
         """Return the closest supported locale to the given codes (see :func:`get`)."""
+        # Every request without a user locale asks this (for the same few
+        # Accept-Language values): an answer is reused while the supported
+        # set, the default and the cached Locale are still the ones it came
+        # from (code, even tests, may replace any of them directly).
+        hit = _closest_cache.get(locale_codes)
+        if (
+            hit is not None
+            and hit[0] is _supported_locales
+            and hit[1] == _default_locale
+            and cls._cache.get(hit[2].code) is hit[2]
+        ):
+            return hit[2]
+        found = cls._find_closest(locale_codes)
+        if len(_closest_cache) < _CLOSEST_CACHE_SIZE or hit is not None:
+            _closest_cache[locale_codes] = (_supported_locales, _default_locale, found)
+        return found
+
+    @classmethod
+    def _find_closest(cls, locale_codes: tuple[str, ...]) -> Locale:
         for code in locale_codes:
             if not code:
                 continue
