@@ -1040,3 +1040,42 @@ def _read_all(s: socket.socket) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def test_access_log_follows_level_changes_and_disabling() -> None:
+    # The access log reads the logger's enabled-for cache directly; every
+    # change of level, or disabling the logger, must still be obeyed.
+    access = logging.getLogger("squall.access")
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    collector = Collect()
+    saved_level, saved_disabled = access.level, access.disabled
+    access.addHandler(collector)
+
+    async def check(port: int) -> None:
+        access.setLevel(logging.INFO)
+        await fetch(port, "/hello")
+        access.setLevel(logging.WARNING)
+        await fetch(port, "/hello")
+        await fetch(port, "/missing")
+        access.disabled = True
+        await fetch(port, "/missing")
+        access.disabled = False
+        access.setLevel(logging.INFO)
+        await fetch(port, "/hello")
+
+    try:
+        run_app([(r"/hello", HelloHandler)], check)
+    finally:
+        access.removeHandler(collector)
+        access.setLevel(saved_level)
+        access.disabled = saved_disabled
+    assert [line.split(" ")[:3] for line in lines] == [
+        ["200", "GET", "/hello"],
+        ["404", "GET", "/missing"],
+        ["200", "GET", "/hello"],
+    ]

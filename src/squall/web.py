@@ -2859,7 +2859,12 @@ class Application(ReversibleRouter):
             level = 30
         else:
             level = 40
-        if access_log.isEnabledFor(level):
+        # Logger.isEnabledFor's own cache, read without the call (this runs
+        # for every request); the logging module clears it on any change.
+        enabled = None if access_log.disabled else access_log._cache.get(level)
+        if enabled is None:
+            enabled = access_log.isEnabledFor(level)
+        if enabled:
             access_log.log(
                 level,
                 "%d %s %.2fms",
