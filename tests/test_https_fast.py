@@ -17,7 +17,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Optional
 
 import pytest
@@ -29,15 +29,20 @@ from squall.httpserver import HTTPServer
 from squall.iostream import SSLIOStream
 from squall.simple_httpclient import SimpleAsyncHTTPClient
 
-uvloop = pytest.importorskip("uvloop")
+from _tls_support import (  # noqa: E402  (loop_name is a fixture)
+    CERTFILE,
+    KEYFILE,
+    LISTENING,
+    SERVER_SSL,
+    SOCKET_TIMEOUT,
+    TEST_TIMEOUT,
+    client_context,
+    listen,
+    loop_name,
+    run,
+    uvloop,
+)
 
-CERT_DIR = os.path.join(os.path.dirname(__file__), "..", "src", "squall", "test")
-CERTFILE = os.path.join(CERT_DIR, "test.crt")
-KEYFILE = os.path.join(CERT_DIR, "test.key")
-SERVER_SSL = {"certfile": CERTFILE, "keyfile": KEYFILE}
-# Generous for a loaded 2-core machine; a healthy run takes well under a second.
-SOCKET_TIMEOUT = 10.0
-TEST_TIMEOUT = 30.0
 # Concurrent handshakes in the load test: several times the 20 of
 # test_tls_server, still quick on a shared 2-core machine.
 CONCURRENT_CLIENTS = 64
@@ -53,56 +58,9 @@ PIECE = 256 * 1024
 STALL = 0.2
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_name(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-# Servers started by the running test; run() stops them whatever happens.
-LISTENING: list[HTTPServer] = []
-
-
-def run(loop_name: str, main: Callable[[], Awaitable[Any]]) -> Any:
-    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(asyncio.wait_for(main(), TEST_TIMEOUT))
-    finally:
-        while LISTENING:
-            server = LISTENING.pop()
-            server.stop()
-            loop.run_until_complete(server.close_all_connections())
-        loop.run_until_complete(cancel_all_tasks())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
-
-
-async def cancel_all_tasks() -> None:
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def client_context(certificate: bool = False) -> ssl.SSLContext:
-    # No default CA store to load (that costs tens of milliseconds a client):
-    # the test certificate is self-signed and not checked.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if certificate:
-        context.load_cert_chain(CERTFILE, KEYFILE)
-    return context
-
-
 def start(app: web.Application, **kwargs: Any) -> int:
     kwargs.setdefault("ssl_options", SERVER_SSL)
-    server = HTTPServer(app, **kwargs)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server.add_sockets([sock])
-    LISTENING.append(server)
-    return int(sock.getsockname()[1])
+    return listen(HTTPServer(app, **kwargs))
 
 
 async def in_thread(function: Callable[..., Any], *args: Any) -> Any:

@@ -13,12 +13,10 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
-import os
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Optional
 
 import pytest
@@ -29,65 +27,18 @@ from squall.iostream import IOStream, SSLIOStream, StreamClosedError
 from squall.tcpclient import TCPClient
 from squall.tcpserver import TCPServer
 
-uvloop = pytest.importorskip("uvloop")
+from _tls_support import (  # noqa: E402  (loop_name is a fixture)
+    SERVER_SSL,
+    SOCKET_TIMEOUT,
+    client_context,
+    listen,
+    loop_name,
+    run,
+)
 
-CERT_DIR = os.path.join(os.path.dirname(__file__), "..", "src", "squall", "test")
-SERVER_SSL = {"certfile": os.path.join(CERT_DIR, "test.crt"), "keyfile": os.path.join(CERT_DIR, "test.key")}
 CLIENTS = 20
-# Generous for a loaded 2-core machine; a healthy run takes well under a second.
-SOCKET_TIMEOUT = 10.0
-TEST_TIMEOUT = 30.0
 # How long the busy loop gives connected clients to send their hellos.
 HELLO_DELAY = 0.1
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_name(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def run(loop_name: str, main: Callable[[], Awaitable[Any]]) -> Any:
-    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
-    try:
-        return loop.run_until_complete(asyncio.wait_for(main(), TEST_TIMEOUT))
-    finally:
-        # A failed test must fail, not hang: with a server still listening
-        # and handshakes pending, uvloop's close() can wait forever.
-        while LISTENING:
-            LISTENING.pop().stop()
-        loop.run_until_complete(cancel_all_tasks())
-        loop.run_until_complete(loop.shutdown_default_executor())
-        loop.close()
-
-
-async def cancel_all_tasks() -> None:
-    tasks = asyncio.all_tasks() - {asyncio.current_task()}
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def client_context() -> ssl.SSLContext:
-    # Not create_default_context(): loading the system's CA store costs tens
-    # of milliseconds per client, and the self-signed test certificate is
-    # not checked anyway.
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-# Servers started by the running test; run() stops them whatever happens.
-LISTENING: list[TCPServer] = []
-
-
-def listen(server: TCPServer) -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    server.add_sockets([sock])
-    LISTENING.append(server)
-    return int(sock.getsockname()[1])
 
 
 class EchoServer(TCPServer):
