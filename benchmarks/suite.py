@@ -105,8 +105,9 @@ def _page_ok(body: bytes) -> bool:
     return body.count(b"<li>item ") == len(ITEMS) and b"&lt;b&gt;&amp;amp; friends" in body
 
 
-def _static_bytes() -> bytes:
-    # Deterministic, incompressible content (nothing in the path compresses it).
+def static_bytes() -> bytes:
+    """The static file's content: the same 1 MB on every run, and
+    incompressible (nothing in the path compresses it)."""
     import random
 
     return random.Random(1_000_000).randbytes(STATIC_SIZE)
@@ -119,7 +120,7 @@ ENDPOINTS = {
         Endpoint("json", "/json", lambda b: json.loads(b) == JSON_MESSAGE),
         Endpoint("params", USER_PATH, lambda b: b == b"user 42 name squall"),
         Endpoint("echo-10k", "/echo", lambda b: b == ECHO_BODY, method="POST", body=ECHO_BODY),
-        Endpoint("static-1m", f"/static/{STATIC_NAME}", lambda b: b == _static_bytes()),
+        Endpoint("static-1m", f"/static/{STATIC_NAME}", lambda b: b == static_bytes()),
         Endpoint("template", "/template", _page_ok),
         Endpoint("websocket", "/ws", lambda b: True, websocket=True),
     )
@@ -467,8 +468,8 @@ def markdown(cells: dict[str, dict[str, Cell]], names: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-def versions(peers_python: str) -> dict[str, str]:
-    """Installed versions of the peers (and squall's own)."""
+def versions(peers_python: str, wrk: bool = True) -> dict[str, str]:
+    """Installed versions of the peers and squall's own (and wrk's, if ``wrk``)."""
     code = (
         "import importlib.metadata as m, json, sys\n"
         "v = {}\n"
@@ -488,7 +489,8 @@ def versions(peers_python: str) -> dict[str, str]:
         found["uvloop (squall)"] = uvloop.__version__
     except ImportError:
         pass
-    found["wrk"] = subprocess.run([_harness.ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
+    if wrk:
+        found["wrk"] = subprocess.run([_harness.ensure_wrk(), "-v"], capture_output=True, text=True).stdout.split("\n")[0].strip()
     return found
 
 
@@ -596,7 +598,7 @@ def main() -> None:
         workdir = Path(tmp)
         static_dir = workdir / "static"
         static_dir.mkdir()
-        (static_dir / STATIC_NAME).write_bytes(_static_bytes())
+        (static_dir / STATIC_NAME).write_bytes(static_bytes())
         RESULTS_DIR.mkdir(exist_ok=True)
         log_dir = RESULTS_DIR / "logs"
         log_dir.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ import uvloop  # noqa: E402
 
 from _common import ITEMS, JSON_MESSAGE, PLAINTEXT, TITLE, arg_parser  # noqa: E402
 
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"  # RFC 6455 section 1.3
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 _NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
 
