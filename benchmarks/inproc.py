@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -40,7 +41,13 @@ REQUESTS = {
     "echo-10k": b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
     % (len(BODY), BODY),
     "template": b"GET /template HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "static-1m": b"GET /static/1mb.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
 }
+# The static file of the suite's static-1m endpoint (1 MB), in a directory
+# of its own.
+_STATIC_DIR = tempfile.mkdtemp(prefix="squall-inproc-")
+with open(os.path.join(_STATIC_DIR, "1mb.bin"), "wb") as _file:
+    _file.write(bytes(range(256)) * 4096)
 
 
 class _Transport(asyncio.Transport):
@@ -101,7 +108,7 @@ async def _run(name: str, count: int, profile: bool) -> float:
     bare = name.startswith("bare-")
     if bare:
         name = name[len("bare-") :]
-    app = _Bare() if bare else make_app("squall", tempfile.gettempdir())
+    app = _Bare() if bare else make_app("squall", _STATIC_DIR)
     server = squall.httpserver.HTTPServer(app)
     protocol = server._make_protocol()
     transport = _Transport()
@@ -113,7 +120,7 @@ async def _run(name: str, count: int, profile: bool) -> float:
         for _ in range(n):
             before = transport.written
             protocol.data_received(request)
-            while transport.written == before:
+            while transport.written == before or protocol._tx is not None:
                 await sleep(0)
 
     await loop(200)  # warm up: caches, compiled templates

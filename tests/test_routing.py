@@ -357,3 +357,14 @@ def test_first_segment_of_patterns() -> None:
     assert _first_segment(PathMatches(re.compile("/lit"))) is None
     assert _first_segment(PathMatches(re.compile("/lit/x"))) == ("lit",)
     assert _first_segment(HostMatches("h")) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="az09%+~/ é\u20ac", max_size=12))
+def test_path_group_decoding_matches_unquote_to_bytes(value: str) -> None:
+    # Groups without "%" skip unquote_to_bytes; the bytes must be the same.
+    import urllib.parse
+
+    from squall.routing import _unquote_or_none
+
+    assert _unquote_or_none(value) == urllib.parse.unquote_to_bytes(value)

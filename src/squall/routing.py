@@ -594,6 +594,10 @@ def _unquote_or_none(value: Optional[str]) -> Optional[bytes]:
     """
     if value is None:
         return None
+    if "%" not in value:
+        # Nothing to decode (the usual id or slug): what unquote_to_bytes
+        # would return, without its work.
+        return value.encode("utf-8")
     return urllib.parse.unquote_to_bytes(value)
 
 

@@ -469,7 +469,9 @@ class RequestHandler:
         for raw in source.get(name, ()):
             value = self.decode_argument(raw, name=name)
             if isinstance(value, str):
-                value = _CONTROL_CHARS.sub(" ", value)
+                if not value.isprintable():
+                    # Only then can it hold one of the control characters.
+                    value = _CONTROL_CHARS.sub(" ", value)
                 if strip:
                     value = value.strip()
             values.append(value)
