@@ -59,11 +59,10 @@ import suite  # noqa: E402
 # specialization (a few executions per code object) and every per-connection
 # cache to settle.
 _WARMUP = 50
-# Requests the two counted phases differ by. A phase's cost besides its
-# requests is a few hundred instructions, but a full garbage collection can
-# fall into either phase (where depends on the allocations since start-up,
-# whose count varies a little with timing): with 200 the runs of one server
-# differed by up to 1% (Tornado), with this many by about a fifth of that.
+# Requests the two counted phases differ by. What does not repeat exactly is
+# work driven by the clock (uvicorn's once-a-second tick: more ticks in a
+# longer phase) and where a full garbage collection falls; spread over this
+# many requests, repeat runs agreed within 0.2% (uvicorn's WebSocket: 0.8%).
 _REQUESTS = 1000
 # Uninstrumented start-up is a few seconds; two valgrind processes and other
 # work on a shared 2-core machine can stretch it a lot.
@@ -118,7 +117,7 @@ def ensure_valgrind() -> tuple[str, str]:
         subprocess.run(["apt-get", "install", "-y", "-qq", "valgrind"], check=True)
     valgrind, vgdb = shutil.which("valgrind"), shutil.which("vgdb")
     if not valgrind or not vgdb:
-        raise RuntimeError("icount.py needs valgrind (with vgdb): apt-get install valgrind")
+        raise RuntimeError("valgrind (with vgdb) is not installed: apt-get install valgrind")
     return valgrind, vgdb
 
 
@@ -137,7 +136,7 @@ class _Deadline:
     def left(self) -> float:
         left = self.end - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"{self.what}: no result within the time limit")
+            raise TimeoutError(f"{self.what} ran out of time")
         return left
 
 
@@ -268,29 +267,16 @@ class CountedServer:
         self.spec = spec
         self.valgrind, self.vgdb = tools
         self.epoll_waits = _epoll_waits()
-        self.port = _harness.free_port()
+        self.python = python
+        self.static_dir = static_dir
+        # Chosen at start: servers queued behind others start minutes later.
+        self.port = 0
         self.dir = workdir / spec.name
         self.dir.mkdir()
         self.out_file = self.dir / "callgrind.out"
         self.vgdb_prefix = str(self.dir / "vgdb")
         self.log_path = self.dir / "stderr.log"
         self.dumps = 0
-        self.argv = [
-            self.valgrind,
-            "--tool=callgrind",
-            # Start-up (imports) runs uninstrumented, several times faster.
-            "--instr-atstart=no",
-            "--vgdb=yes",
-            f"--vgdb-prefix={self.vgdb_prefix}",
-            f"--callgrind-out-file={self.out_file}",
-            python,
-            str(suite.APPS_DIR / spec.app),
-            "--port",
-            str(self.port),
-            "--static-dir",
-            static_dir,
-            *spec.args,
-        ]
         self.process: Optional[subprocess.Popen[bytes]] = None
 
     def log_tail(self, lines: int = 40) -> str:
@@ -300,12 +286,29 @@ class CountedServer:
             return ""
 
     def start(self) -> None:
+        self.port = _harness.free_port()
+        argv = [
+            self.valgrind,
+            "--tool=callgrind",
+            # Start-up (imports) runs uninstrumented, several times faster.
+            "--instr-atstart=no",
+            "--vgdb=yes",
+            f"--vgdb-prefix={self.vgdb_prefix}",
+            f"--callgrind-out-file={self.out_file}",
+            self.python,
+            str(suite.APPS_DIR / self.spec.app),
+            "--port",
+            str(self.port),
+            "--static-dir",
+            self.static_dir,
+            *self.spec.args,
+        ]
         env = dict(os.environ, PYTHONHASHSEED="0")
         env["GLIBC_TUNABLES"] = ":".join(filter(None, (env.get("GLIBC_TUNABLES"), _GLIBC_TUNABLES)))
         env.update(self.spec.env)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.argv,
+                argv,
                 cwd=_harness.REPO_DIR,
                 env=env,
                 stdout=subprocess.DEVNULL,
@@ -377,6 +380,17 @@ class CountedServer:
             process.wait()
 
 
+def _commit() -> str:
+    """The repository's commit, marked when src/ differs from it (squall's
+    numbers are those of the working tree)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_harness.REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=_harness.REPO_DIR, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head} + uncommitted src changes" if dirty else head
+
+
 def count_endpoint(server: CountedServer, endpoint: suite.Endpoint, warmup: int, requests: int, deadline: _Deadline) -> Count:
     """Check ``endpoint``'s first answer, warm up, then count two phases.
 
@@ -430,7 +444,8 @@ def count_server(server: CountedServer, endpoints: Sequence[suite.Endpoint], arg
             counts[endpoint.name] = count
             _say(f"  {server.spec.name:<15} {endpoint.name:<10} {count.per_request:>12,.0f} instructions/request")
     except Exception as exc:
-        raise RuntimeError(f"{server.spec.name}: {exc}\n--- server stderr (last lines) ---\n{server.log_tail()}") from exc
+        why = f"no result within --timeout {args.timeout:g} s ({exc})" if isinstance(exc, TimeoutError) else str(exc)
+        raise RuntimeError(f"{server.spec.name}: {why}\n--- server stderr (last lines) ---\n{server.log_tail()}") from exc
     finally:
         server.stop()
     _say(f"  {server.spec.name:<15} done in {time.monotonic() - started:.0f} s")
@@ -481,14 +496,18 @@ def main() -> None:
     if args.jobs < 1 or args.warmup < 1 or args.requests < 1 or args.timeout <= 0:
         parser.error(f"-j, --warmup and --requests must be >= 1 and --timeout > 0 (got {args.jobs}, {args.warmup}, {args.requests}, {args.timeout})")
 
-    tools = ensure_valgrind()
-    _epoll_waits()
+    try:
+        tools = ensure_valgrind()
+        _epoll_waits()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"icount.py: {exc}")
     peers_python = _harness.peers_python(suite.PEERS)
     names = args.only or suite.DEFAULT_SERVERS
     endpoints = [suite.ENDPOINTS[e] for e in (args.endpoints or suite.ENDPOINTS)]
     info = _harness.machine_info()
     found = suite.versions(peers_python, wrk=False)
     found["valgrind"] = subprocess.run([tools[0], "--version"], capture_output=True, text=True).stdout.strip()
+    found["squall commit"] = _commit()
 
     counts: dict[str, dict[str, Count]] = {}
     errors: dict[str, str] = {}
