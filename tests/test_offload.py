@@ -232,10 +232,13 @@ def test_close_fails_waiting_calls_and_refuses_new_ones() -> None:
         await _until(gate.started.is_set)
         queued = asyncio.ensure_future(pool.run(gate.work, "queued"))
         await _until(lambda: pool.waiting == 1)
-        gate.release.set()
-        await asyncio.get_running_loop().run_in_executor(None, pool.close)
+        # Closed while "busy" still holds the only worker: "queued" cannot
+        # have started, whatever the machine's scheduling.
+        closing = asyncio.get_running_loop().run_in_executor(None, pool.close)
         with pytest.raises(RuntimeError, match="offload pool closing is closed"):
             await queued
+        gate.release.set()
+        await closing
         assert await busy == "busy"
         with pytest.raises(RuntimeError, match="is closed"):
             await pool.run(len, "x")
