@@ -957,6 +957,20 @@ class HTTPServerRequest:
 # --- Request bodies ----------------------------------------------------------
 
 
+def _abort_connection(connection: Any) -> None:
+    """Close a server connection at once, without ending its response (a
+    client that cannot keep up, or a body that broke off half-way, must not
+    look complete). squall's server connections expose their asyncio
+    ``transport``; an `HTTP1Connection` over an IOStream its ``stream``."""
+    transport = getattr(connection, "transport", None)
+    if transport is not None:
+        transport.abort()
+        return
+    stream = getattr(connection, "stream", None)
+    if stream is not None:
+        stream.close()
+
+
 # The body types parse_body_arguments reads; any other is left alone.
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, Callable, NamedTuple, Optional
 
-from squall import web
+from squall import httputil, web
 from squall.log import app_log, gen_log
 
 __all__ = [
@@ -1116,23 +1116,13 @@ class EventSourceHandler(_TopicHandler):
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if not flushed.done():
-                _drop_connection(self.request.connection)
+                httputil._abort_connection(self.request.connection)
                 return False
         if not flushed.cancelled():
             # A failed flush means the client is gone: on_connection_close
             # has closed the subscription, which ends the stream.
             flushed.exception()
         return True
-
-
-def _drop_connection(connection: Any) -> None:
-    transport = getattr(connection, "transport", None)
-    if transport is not None:
-        transport.abort()
-        return
-    stream = getattr(connection, "stream", None)
-    if stream is not None:
-        stream.close()
 
 
 class _HubConnection(_Sink):

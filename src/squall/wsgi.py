@@ -391,7 +391,7 @@ class _Response:
             # A 200 with half a body must not look complete: cut the
             # connection rather than end the body normally.
             self.status = self.status or 500
-            _cut(connection)
+            httputil._abort_connection(connection)
             return
         self.status = 500
         headers = httputil.HTTPHeaders(
@@ -406,16 +406,3 @@ class _Response:
         )
         self.headers_sent = True
         connection.finish()
-
-
-def _cut(connection: httputil.HTTPConnection) -> None:
-    """Close ``connection`` at once, without ending its response."""
-    # The server's own protocol exposes its asyncio transport; a connection
-    # over an IOStream (HTTPS) its stream.
-    transport = getattr(connection, "transport", None)
-    if transport is not None:
-        transport.abort()
-        return
-    stream = getattr(connection, "stream", None)
-    if stream is not None:
-        stream.close()
