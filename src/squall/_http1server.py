@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import time
@@ -587,11 +588,46 @@ class _RequestConnection(HTTPConnection):
             )
         proto._response_finished(self)
 
+    def _sendfile(self, file: Any, offset: int, count: int) -> Optional[Awaitable[None]]:
+        """Send ``count`` bytes of the open regular ``file``, from ``offset``,
+        as part of the body with ``os.sendfile``: the kernel moves them from
+        the page cache to the socket, with no copy through Python.
+
+        Returns an awaitable that finishes when the kernel has taken the last
+        byte, or None when this response cannot be sent so (headers not yet
+        written, a chunked or bodiless response, more than its
+        ``Content-Length`` left, TLS, a transport without a socket, or bytes
+        still queued in the transport): the caller then writes the bytes
+        itself. The awaitable raises `~squall.iostream.StreamClosedError` if
+        the connection closes first; if the file turns out shorter than
+        ``count``, the connection is dropped (the client cannot mistake the
+        truncated body for a whole one) and `HTTPOutputError` is raised.
+        """
+        if (
+            self._wstate is not _STARTED
+            or self._chunked_out
+            or self._no_body
+            or self._remaining is None
+            or not 0 < count <= self._remaining
+        ):
+            return None
+        sending = self._proto._sendfile(file, offset, count)
+        if sending is not None:
+            self._remaining -= count
+        return sending
+
     def __repr__(self) -> str:
         return f"<_RequestConnection {self._start_line!r} from {self.context}>"
 
 
 _new_request_connection = object.__new__
+
+_os_sendfile = getattr(os, "sendfile", None)
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 _CR_OR_LF_RE = re.compile(r"\r|\n")
 
@@ -1243,6 +1279,86 @@ class _ServerProtocol(asyncio.Protocol):
         # A write below the high-water mark is complete as far as the caller
         # is concerned; one finished future per connection serves them all.
         return self._ready
+
+    def _sendfile(self, file: Any, offset: int, count: int) -> Optional[Awaitable[None]]:
+        # See _RequestConnection._sendfile.
+        if _os_sendfile is None or self._closing:
+            return None
+        transport = self._transport
+        if transport.is_closing() or transport.get_extra_info("sslcontext") is not None:
+            return None
+        sock = transport.get_extra_info("socket")
+        try:
+            sock_fd = sock.fileno()
+            file_fd = file.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+        if not (isinstance(sock_fd, int) and sock_fd >= 0 and isinstance(file_fd, int)):
+            return None
+        out = self._out
+        if out:
+            # The head is still corked: it goes first.
+            transport.write(b"".join(out))
+            out.clear()
+        if transport.get_write_buffer_size():
+            # The kernel must see the file's bytes after those queued in the
+            # transport, and the transport cannot say when its queue has
+            # emptied: the caller writes the file through it instead.
+            return None
+        # The socket is used through a duplicate descriptor: it stays ours
+        # (and cannot be reused for another connection) even if the
+        # transport closes its own meanwhile, and the event loop lets us
+        # watch it for writability, which it refuses for a transport's fd.
+        return self._send_file(os.dup(sock_fd), file_fd, offset, count)
+
+    async def _send_file(self, sock_fd: int, file_fd: int, offset: int, count: int) -> None:
+        from squall.iostream import StreamClosedError
+
+        transport = self._transport
+        loop = self._loop
+        end = offset + count
+        watching = False
+        try:
+            while offset < end:
+                if transport.is_closing():
+                    raise StreamClosedError()
+                try:
+                    sent = _os_sendfile(sock_fd, file_fd, offset, end - offset)
+                except BlockingIOError:
+                    # The socket's buffer is full: wait until it drains. A
+                    # drain waiter also wakes (failing) when the connection
+                    # is lost.
+                    waiter = loop.create_future()
+                    if self._drain_waiters is None:
+                        self._drain_waiters = [waiter]
+                    else:
+                        self._drain_waiters.append(waiter)
+                    loop.add_writer(sock_fd, _wake, waiter)
+                    watching = True
+                    try:
+                        await waiter
+                    finally:
+                        loop.remove_writer(sock_fd)
+                        watching = False
+                        waiters = self._drain_waiters
+                        if waiters and waiter in waiters:
+                            waiters.remove(waiter)
+                    continue
+                except OSError as e:
+                    # The peer reset the connection, or the file cannot be
+                    # read: the response cannot be completed.
+                    self._abort()
+                    raise StreamClosedError(real_error=e) from e
+                if not sent:
+                    self._abort()
+                    raise HTTPOutputError(
+                        f"The file ended {end - offset} bytes short of the response's Content-Length"
+                    )
+                offset += sent
+        finally:
+            if watching:
+                loop.remove_writer(sock_fd)
+            os.close(sock_fd)
 
     def _closed_future(self) -> "asyncio.Future[None]":
         # squall.iostream is imported here, off the hot path, because only a

@@ -1327,18 +1327,29 @@ def format_timestamp(
     >>> format_timestamp(1359312200)
     'Sun, 27 Jan 2013 18:43:20 GMT'
     """
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        seconds: float = ts
-    elif isinstance(ts, (tuple, time.struct_time)):
-        seconds = calendar.timegm(ts)
-    elif isinstance(ts, datetime.datetime):
+    if isinstance(ts, datetime.datetime):
         if ts.tzinfo is None:
-            seconds = calendar.timegm(ts.utctimetuple())
+            seconds: float = calendar.timegm(ts.utctimetuple())
         else:
             seconds = ts.timestamp()
+    elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        seconds = ts
+    elif isinstance(ts, (tuple, time.struct_time)):
+        seconds = calendar.timegm(ts)
     else:
         raise TypeError(f"unknown timestamp type: {ts!r}")
-    return email.utils.formatdate(seconds, usegmt=True)
+    # The same few times recur (a static file's Last-Modified on every
+    # request for it): format each once.
+    text = _http_dates.get(seconds)
+    if text is None:
+        text = email.utils.formatdate(seconds, usegmt=True)
+        if len(_http_dates) >= 256:
+            _http_dates.clear()
+        _http_dates[seconds] = text
+    return text
+
+
+_http_dates: dict[float, str] = {}
 
 
 # host ":" port, where port is ASCII digits (int() would also take other
