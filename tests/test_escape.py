@@ -112,6 +112,49 @@ def test_json_encode_cannot_close_a_script_element() -> None:
     assert json_decode('"foo"') == "foo"
 
 
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
+    lambda inner: st.lists(inner)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text() | st.integers() | st.booleans() | st.none() | st.floats(), inner),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=400)
+@given(_JSON_VALUES)
+def test_json_encode_is_json_dumps_made_script_safe(value: object) -> None:
+    # json_encode calls json's C encoder directly; the text must be exactly
+    # json.dumps's (with "</" escaped), whatever the value.
+    import json
+
+    assert json_encode(value) == json.dumps(value).replace("</", "<\\/")
+
+
+def test_json_encode_errors_are_json_dumps_errors() -> None:
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        json_encode({"a": cyclic})
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
+        json_encode({"a": object()})
+    with pytest.raises(TypeError, match="keys must be str, int, float, bool or None, not tuple"):
+        json_encode({(1, 2): 3})
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"x": deep}
+    with pytest.raises(RecursionError):
+        json_encode(deep)
+    # Subclasses of the basic types are encoded as their base type.
+    class Name(str):
+        pass
+
+    class Count(int):
+        pass
+
+    assert json_encode({Name("a"): Count(3), "t": (1, 2)}) == '{"a": 3, "t": [1, 2]}'
+
+
 def test_squeeze_collapses_ascii_whitespace_only() -> None:
     assert squeeze("sequences     of    whitespace   chars") == "sequences of whitespace chars"
     assert squeeze(" a\t\r\n\x00b ") == "a b"

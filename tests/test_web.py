@@ -316,6 +316,43 @@ def test_missing_and_undecodable_arguments_are_400(caplog: pytest.LogCaptureFixt
     run_app([("/", Handler)], check)
 
 
+def test_argument_decoding_overrides_and_edge_values() -> None:
+    # A single value takes a shorter path than several; both must honour an
+    # overridden decode_argument, strip, and control characters.
+    class Latin1(RequestHandler):
+        def decode_argument(self, value: bytes, name: Optional[str] = None) -> Any:
+            return value.decode("latin-1").upper() if value is not None else None
+
+        def get(self, group: str) -> None:
+            self.write({"group": group, "a": self.get_argument("a"), "all": self.get_arguments("a")})
+
+    class Plain(RequestHandler):
+        def get(self, group: Optional[str] = None) -> None:
+            self.write({
+                "group": group,
+                "stripped": self.get_argument("a"),
+                "raw": self.get_argument("a", strip=False),
+                "query": self.get_query_argument("a", strip=False),
+                "missing": self.get_argument("b", "dflt"),
+            })
+
+    async def check(port: int) -> None:
+        r = await fetch(port, "/latin/%E9t%E9?a=%FF")
+        assert r.json() == {"group": "\u00c9T\u00c9", "a": "\u00ff".upper(), "all": ["\u00ff".upper()]}
+        r = await fetch(port, "/plain/x?a=%20b%07c%20")
+        assert r.json() == {
+            "group": "x", "stripped": "b c", "raw": " b c ", "query": " b c ", "missing": "dflt",
+        }
+        assert (await fetch(port, "/plain/%FF?a=1")).code == 400
+        # An optional group that did not take part in the match is None.
+        assert (await fetch(port, "/opt?a=1")).json()["group"] is None
+
+    run_app(
+        [(r"/latin/(.*)", Latin1), (r"/plain/(.*)", Plain), (r"/opt(/x)?", Plain)],
+        check,
+    )
+
+
 def test_write_refuses_lists(caplog: pytest.LogCaptureFixture) -> None:
     class Handler(RequestHandler):
         def get(self) -> None:

@@ -686,12 +686,19 @@ def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
     if qs.count("&") >= max_fields:
         raise HTTPInputError("Max number of fields exceeded")
     result: Dict[str, List[bytes]] = {}
-    if "%" in qs or "+" in qs:
-        pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1")
-    else:
+    if "%" not in qs and "+" not in qs:
         # Nothing to decode (the usual ``?page=2&sort=name``): split it
         # ourselves, as parse_qsl would, at a fraction of its cost.
-        pairs = [field.partition("=")[::2] for field in qs.split("&") if field]
+        for field in qs.split("&"):
+            if field:
+                name, _, text = field.partition("=")
+                values = result.get(name)
+                if values is None:
+                    result[name] = [text.encode("latin-1")]
+                else:
+                    values.append(text.encode("latin-1"))
+        return result
+    pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1")
     for name, value in pairs:
         values = result.get(name)
         if values is None:

@@ -455,6 +455,23 @@ class RequestHandler:
     def _get_argument(
         self, name: str, default: Any, source: dict[str, list[bytes]], strip: bool
     ) -> Any:
+        raw_values = source.get(name)
+        if (
+            raw_values is not None
+            and len(raw_values) == 1
+            and type(self).decode_argument is _decode_argument
+        ):
+            # The usual case (one value, default decoding), without the calls.
+            raw = raw_values[0]
+            if type(raw) is bytes:
+                try:
+                    value = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # decode_argument, below, answers 400
+                else:
+                    if not value.isprintable():
+                        value = _CONTROL_CHARS.sub(" ", value)
+                    return value.strip() if strip else value
         values = self._get_arguments(name, source, strip)
         if not values:
             if default is _ARG_DEFAULT:
@@ -715,8 +732,12 @@ class RequestHandler:
             self._write_buffer.append(chunk.encode("utf-8"))
             return
         if isinstance(chunk, dict):
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self._write_buffer.append(utf8(escape.json_encode(chunk)))
+            if type(self).set_header is _set_header:
+                # A constant, valid value: stored without the setter.
+                self._headers._as_list["Content-Type"] = [_JSON_CONTENT_TYPE]
+            else:
+                self.set_header("Content-Type", _JSON_CONTENT_TYPE)
+            self._write_buffer.append(escape.json_encode(chunk).encode("utf-8"))
             return
         if isinstance(chunk, (bytes, bytearray, memoryview)):
             self._write_buffer.append(bytes(chunk))
@@ -1368,8 +1389,16 @@ class RequestHandler:
             if method not in self.SUPPORTED_METHODS:
                 raise HTTPError(405)
             if args:
-                decode = self.decode_argument
-                self.path_args = [decode(arg) for arg in args]
+                path_args = None
+                if type(self).decode_argument is _decode_argument:
+                    try:
+                        path_args = [arg.decode("utf-8") for arg in args]
+                    except (AttributeError, UnicodeDecodeError):
+                        pass  # None or str groups, or bad UTF-8: below
+                if path_args is None:
+                    decode = self.decode_argument
+                    path_args = [decode(arg) for arg in args]
+                self.path_args = path_args
             else:
                 self.path_args = []
             if kwargs:
@@ -1556,6 +1585,9 @@ class RequestHandler:
 
 # The default ETag methods, to tell when a handler class overrides them.
 _set_etag_header = RequestHandler.set_etag_header
+_set_header = RequestHandler.set_header
+_decode_argument = RequestHandler.decode_argument
+_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 _compute_etag = RequestHandler.compute_etag
 _check_etag_header = RequestHandler.check_etag_header
 
