@@ -279,6 +279,26 @@ def test_oversized_body_is_answered_413(loop_name: str) -> None:
     run(loop_name, main)
 
 
+def test_early_413_reaches_a_client_still_sending_its_body(loop_name: str) -> None:
+    # The server answers 413 after the head; the client is still sending
+    # megabytes. A TLS connection cannot be half-closed, so the server must
+    # keep reading (and discarding) until the client is done: closing at
+    # once resets the connection under the client, which never sees the 413.
+    def client(port: int) -> int:
+        conn = https_connection(port)
+        try:
+            conn.request("POST", "/", body=b"x" * 4_000_000)
+            return conn.getresponse().status
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        port = start(make_app(), max_body_size=1000)
+        assert await in_thread(client, port) == 413
+
+    run(loop_name, main)
+
+
 def test_xheaders_override_the_scheme_per_request(loop_name: str) -> None:
     def client(port: int) -> list[dict[str, Any]]:
         conn = https_connection(port)

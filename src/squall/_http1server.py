@@ -1443,10 +1443,16 @@ class _ServerProtocol(asyncio.Protocol):
         transport = self._transport
         if self._closed or transport.is_closing():
             return
-        if self._lingering and transport.can_write_eof():
-            # Half-close: the client sees the end of our response and stops
-            # sending; we discard what it had in flight, then close.
-            transport.write_eof()
+        if self._lingering:
+            # Lingering close: the client may still be sending (a body we
+            # answered early, with 413 say). Closing now would reset the
+            # connection under it, losing our response; instead we read and
+            # discard what it sends, and close when it hangs up or after
+            # LINGER_TIMEOUT. Over TCP a half-close also tells it the
+            # response ended; TLS cannot half-close, but the response is
+            # framed (Content-Length or Connection: close) all the same.
+            if transport.can_write_eof():
+                transport.write_eof()
             if self._reading_paused:
                 self._reading_paused = False
                 transport.resume_reading()
