@@ -81,21 +81,23 @@ def read_response(sock: Any, pending: bytearray, slow: bool = False) -> tuple[in
 
     while b"\r\n\r\n" not in pending:
         more()
-    head, _, _ = bytes(pending).partition(b"\r\n\r\n")
-    del pending[: len(head) + 4]
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
+    status, headers = parse_head(pending)
     length = int(headers.get("content-length", "0"))
-    if status_line.split()[0:1] == ["HTTP/1.1"] and " 304 " in status_line + " ":
-        length = 0
     while len(pending) < length:
         more()
     body = bytes(pending[:length])
     del pending[:length]
-    return int(status_line.split()[1]), headers, body
+    return status, headers, body
+
+
+def parse_head(pending: bytearray) -> tuple[int, dict[str, str]]:
+    """The status and headers (names lower-cased) of the complete head at
+    the start of ``pending``, which is removed from it."""
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    pending[:] = rest
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers
 
 
 async def in_thread(fn: Any, *args: Any) -> Any:
@@ -302,10 +304,7 @@ def read_response_chunked(sock: Any, pending: bytearray) -> tuple[int, dict[str,
     """A response with a chunked body (the gzip transform's)."""
     while b"\r\n\r\n" not in pending:
         pending.extend(sock.recv(65536))
-    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
-    pending[:] = rest
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    status, headers = parse_head(pending)
     assert headers["transfer-encoding"] == "chunked"
     body = bytearray()
     while True:
@@ -319,7 +318,7 @@ def read_response_chunked(sock: Any, pending: bytearray) -> tuple[int, dict[str,
         body.extend(pending[len(size_line) + 2 : len(size_line) + 2 + size])
         del pending[:need]
         if size == 0:
-            return int(status_line.split()[1]), headers, bytes(body)
+            return status, headers, bytes(body)
 
 
 def test_overridden_reader_and_head_do_not_use_sendfile(
@@ -363,11 +362,7 @@ def test_overridden_reader_and_head_do_not_use_sendfile(
 def read_response_head_only(sock: Any, pending: bytearray) -> tuple[int, dict[str, str]]:
     while b"\r\n\r\n" not in pending:
         pending.extend(sock.recv(65536))
-    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
-    pending[:] = rest
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers
+    return parse_head(pending)
 
 
 def test_unix_socket_is_served_by_sendfile_too(

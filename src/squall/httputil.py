@@ -698,13 +698,8 @@ def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
                 else:
                     values.append(text.encode("latin-1"))
         return result
-    pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1")
-    for name, value in pairs:
-        values = result.get(name)
-        if values is None:
-            result[name] = [value.encode("latin-1")]
-        else:
-            values.append(value.encode("latin-1"))
+    for name, value in urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1"):
+        result.setdefault(name, []).append(value.encode("latin-1"))
     return result
 
 
