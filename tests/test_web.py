@@ -353,6 +353,45 @@ def test_argument_decoding_overrides_and_edge_values() -> None:
     )
 
 
+def test_handler_init_is_cooperative_with_mixins() -> None:
+    # RequestHandler.__init__ calls super().__init__() only for classes with
+    # an __init__ after it in the MRO; mixins on either side must still run.
+    class After:
+        def __init__(self) -> None:
+            super().__init__()
+            self.after = True
+
+    class Before:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.before = True
+
+    class Report(RequestHandler):
+        def get(self) -> None:
+            self.write({"before": getattr(self, "before", False), "after": getattr(self, "after", False)})
+
+    class WithAfter(Report, After):
+        pass
+
+    class WithBoth(Before, Report, After):
+        pass
+
+    class WithBefore(Before, Report):
+        pass
+
+    async def check(port: int) -> None:
+        for _ in range(2):  # the second request uses the per-class answer
+            assert (await fetch(port, "/plain")).json() == {"before": False, "after": False}
+            assert (await fetch(port, "/after")).json() == {"before": False, "after": True}
+            assert (await fetch(port, "/both")).json() == {"before": True, "after": True}
+            assert (await fetch(port, "/before")).json() == {"before": True, "after": False}
+
+    run_app(
+        [("/plain", Report), ("/after", WithAfter), ("/both", WithBoth), ("/before", WithBefore)],
+        check,
+    )
+
+
 def test_write_refuses_lists(caplog: pytest.LogCaptureFixture) -> None:
     class Handler(RequestHandler):
         def get(self) -> None:

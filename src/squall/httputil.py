@@ -27,6 +27,7 @@ from typing import (
     TYPE_CHECKING,
     Any,
     Awaitable,
+    Callable,
     Dict,
     Iterable,
     Iterator,
@@ -711,6 +712,28 @@ _HOST_CACHE_SIZE = 1000
 _host_names: Dict[str, str] = {}
 
 
+class _MadeOnFirstUse:
+    """An attribute computed by ``make(instance)`` on first access and then
+    stored in the instance's ``__dict__``, which answers every later access
+    (a non-data descriptor yields to it). Cheaper than ``__getattr__``,
+    which Python 3.11 reaches only after building an AttributeError."""
+
+    __slots__ = ("make", "name")
+
+    def __init__(self, make: Callable[[Any], Any]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: Optional[type] = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.make(instance)
+        return value
+
+
 class HTTPServerRequest:
     """A single HTTP request, as handed to an application.
 
@@ -738,10 +761,6 @@ class HTTPServerRequest:
     too (RFC 9112 3.2).
     """
 
-    # The query arguments are parsed on first use (see __getattr__); these
-    # annotations declare them as the instance attributes they then become.
-    arguments: Dict[str, List[bytes]]
-    query_arguments: Dict[str, List[bytes]]
     path: str
     query: str
 
@@ -768,9 +787,15 @@ class HTTPServerRequest:
         self.headers = headers if headers is not None else HTTPHeaders()
         self.body = body or b""
 
-        context = getattr(connection, "context", None)
-        self.remote_ip = getattr(context, "remote_ip", None)
-        self.protocol = getattr(context, "protocol", "http")
+        try:
+            # squall's server always gives its connections a full context.
+            context = connection.context  # type: ignore[attr-defined]
+            self.remote_ip = context.remote_ip
+            self.protocol = context.protocol
+        except AttributeError:
+            context = getattr(connection, "context", None)
+            self.remote_ip = getattr(context, "remote_ip", None)
+            self.protocol = getattr(context, "protocol", "http")
 
         if host is None:
             host = self._host_from_headers()
@@ -873,23 +898,21 @@ class HTTPServerRequest:
     body = b""
     _finish_time: Optional[float] = None
 
-    def __getattr__(self, name: str) -> Any:
-        # Only reached for attributes not yet set: the lazily made ones.
-        if name == "body_arguments" or name == "files":
-            made: Dict[str, Any] = {}
-            setattr(self, name, made)
-            return made
-        if name == "query_arguments":
-            parsed = _parse_qs_bytes(
-                self.query, _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments
-            )
-            self.query_arguments = parsed
-            return parsed
-        if name == "arguments":
-            arguments = {k: list(v) for k, v in self.query_arguments.items()}
-            self.arguments = arguments
-            return arguments
-        raise AttributeError(f"{self.__class__.__name__!r} object has no attribute {name!r}")
+    # The argument dicts and files are made on first use, then stored on the
+    # request (see _MadeOnFirstUse).
+    def _parse_query_arguments(self) -> Dict[str, List[bytes]]:
+        return _parse_qs_bytes(self.query, _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments)
+
+    def _copy_query_arguments(self) -> Dict[str, List[bytes]]:
+        return {k: list(v) for k, v in self.query_arguments.items()}
+
+    def _empty_dict(self) -> Dict[str, Any]:
+        return {}
+
+    query_arguments: Dict[str, List[bytes]] = _MadeOnFirstUse(_parse_query_arguments)  # type: ignore[assignment]
+    arguments: Dict[str, List[bytes]] = _MadeOnFirstUse(_copy_query_arguments)  # type: ignore[assignment]
+    body_arguments: Dict[str, List[bytes]] = _MadeOnFirstUse(_empty_dict)  # type: ignore[assignment]
+    files: Dict[str, List["HTTPFile"]] = _MadeOnFirstUse(_empty_dict)  # type: ignore[assignment]
 
     @property
     def cookies(self) -> http.cookies.SimpleCookie:

@@ -116,9 +116,8 @@ class _RoutingDelegate(httputil.HTTPMessageDelegate):
         start_line: Union[httputil.RequestStartLine, httputil.ResponseStartLine],
         headers: httputil.HTTPHeaders,
     ) -> Optional[Awaitable[None]]:
-        assert isinstance(start_line, httputil.RequestStartLine)
         request = httputil.HTTPServerRequest._for_server(
-            start_line, headers, self.request_conn, self.server_conn
+            start_line, headers, self.request_conn, self.server_conn  # type: ignore[arg-type]
         )
         delegate = self.router.find_handler(request)
         if delegate is None:

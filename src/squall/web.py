@@ -257,7 +257,15 @@ class RequestHandler:
         request: httputil.HTTPServerRequest,
         **kwargs: Any,
     ) -> None:
-        super().__init__()
+        # super().__init__() reaches a mixin listed after RequestHandler (as
+        # Tornado's does); the call costs more than the rest of this method,
+        # so it is made only for classes that have one.
+        cls = self.__class__
+        cooperative = _cooperative_init.get(cls)
+        if cooperative is None:
+            cooperative = _has_init_after_handler(cls)
+        if cooperative:
+            super().__init__()
         self.application = application
         self.request = request
         self.clear()
@@ -1581,6 +1589,21 @@ class RequestHandler:
 
     def _ui_method(self, method: Callable[..., Any]) -> Callable[..., Any]:
         return lambda *args, **kwargs: method(self, *args, **kwargs)
+
+
+# Handler class -> whether an __init__ follows RequestHandler's in its MRO.
+_cooperative_init: dict[type, bool] = {}
+
+
+def _has_init_after_handler(cls: type) -> bool:
+    mro = cls.__mro__
+    after = mro[mro.index(RequestHandler) + 1 :]
+    found = any("__init__" in vars(base) for base in after if base is not object)
+    if len(_cooperative_init) >= 4096:
+        # Classes made on the fly must not grow this without bound.
+        _cooperative_init.clear()
+    _cooperative_init[cls] = found
+    return found
 
 
 # The default ETag methods, to tell when a handler class overrides them.
@@ -2939,6 +2962,8 @@ class Application(ReversibleRouter):
 
         For custom routers that want to use this application's handlers.
         """
+        if not (isinstance(target_class, type) and issubclass(target_class, RequestHandler)):
+            raise TypeError("expected subclass of RequestHandler, got %r" % (target_class,))
         return _HandlerDelegate(
             self, request, target_class, target_kwargs, path_args, path_kwargs
         )
@@ -3049,8 +3074,8 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
         self.path_args = path_args or []
         self.path_kwargs = path_kwargs or {}
         self.chunks: Optional[list[bytes]] = []
-        if not (isinstance(handler_class, type) and issubclass(handler_class, RequestHandler)):
-            raise TypeError("expected subclass of RequestHandler, got %r" % (handler_class,))
+        # handler_class is a RequestHandler subclass: checked by the callers
+        # (get_handler_delegate; the router's match, before the fused call).
         self.stream_request_body = handler_class._stream_request_body
         self.handler: Optional[RequestHandler] = None
 
