@@ -121,6 +121,22 @@ def test_request_proxy_falls_back_on_defaults() -> None:
     assert _RequestProxy(request, None).auth_username is None
     with pytest.raises(AttributeError):
         proxy.no_such_attribute
+    # A default for something requests do not have is not invented.
+    with pytest.raises(AttributeError):
+        _RequestProxy(request, {"not_an_option": 1}).not_an_option
+    # The properties, and a subclass's own computed attributes, answer too.
+    request.body = "é"
+    assert _RequestProxy(request, None).body == "é".encode()
+    assert _RequestProxy(request, None).headers is request.headers
+
+    class Timed(HTTPRequest):
+        @property
+        def deadline(self) -> float:
+            return self.start_time + 5
+
+    timed = Timed("http://example.com/")
+    assert _RequestProxy(timed, {}).deadline == timed.start_time + 5
+    assert _RequestProxy(timed, {}).request is timed
 
 
 # -- HTTPResponse and HTTPClientError ------------------------------------------

@@ -529,15 +529,26 @@ class _RequestProxy:
     for every attribute the request left as None."""
 
     def __init__(self, request: HTTPRequest, defaults: Optional[dict[str, Any]]) -> None:
+        # A request is not changed while it is being fetched, so every
+        # answer is taken now, into this object's own attributes: a fetch
+        # reads some 25 of them, and each first read through __getattr__
+        # would cost an AttributeError built and dropped (Python 3.11).
+        attributes = self.__dict__
+        attributes.update(vars(request))
+        attributes["headers"] = request.headers
+        attributes["body"] = request.body
+        if defaults is not None:
+            for name, value in defaults.items():
+                if attributes.get(name) is None and hasattr(request, name):
+                    attributes[name] = value
         self.request = request
         self.defaults = defaults
 
     def __getattr__(self, name: str) -> Any:
+        # Only for what the request computes (a subclass's properties).
         value = getattr(self.request, name)
         if value is None and self.defaults is not None:
             value = self.defaults.get(name, None)
-        # A request is not changed while it is being fetched: remember the
-        # answer so that the next look-up is a plain attribute access.
         self.__dict__[name] = value
         return value
 
