@@ -881,10 +881,15 @@ class Template:
         listed in this module's documentation, the loader's ``namespace`` and
         ``kwargs``.
         """
+        return self._generate_from(kwargs)
+
+    def _generate_from(self, names: dict[str, Any]) -> bytes:
+        # generate() without the ** round trip: RequestHandler.render_string
+        # hands its namespace dict over as it is (it is not kept).
         if self.namespace:
-            namespace = {**self._defaults, **self.namespace, **kwargs}
+            namespace = {**self._defaults, **self.namespace, **names}
         else:
-            namespace = {**self._defaults, **kwargs}
+            namespace = {**self._defaults, **names}
         escaper = namespace.get("xhtml_escape")
         if escaper is _STOCK_XHTML_ESCAPE:
             defaults = _STOCK_DEFAULTS

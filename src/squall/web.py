@@ -767,13 +767,17 @@ class RequestHandler:
         if self._finished:
             raise RuntimeError("Cannot render() after finish()")
         html = self.render_string(template_name, **kwargs)
+        modules = self.__dict__.get("_active_modules")
+        if not modules:
+            # No UI module on the page: nothing to insert.
+            return self.finish(html)
         js_embed: list[bytes] = []
         js_files: list[str] = []
         css_embed: list[bytes] = []
         css_files: list[str] = []
         html_heads: list[bytes] = []
         html_bodies: list[bytes] = []
-        for module in getattr(self, "_active_modules", {}).values():
+        for module in modules.values():
             part = module.embedded_javascript()
             if part:
                 js_embed.append(utf8(part))
@@ -863,6 +867,8 @@ class RequestHandler:
         compiled = loader.load(template_name)
         namespace = self.get_template_namespace()
         namespace.update(kwargs)
+        if type(compiled) is template.Template:
+            return compiled._generate_from(namespace)
         return compiled.generate(**namespace)
 
     def get_template_namespace(self) -> dict[str, Any]:
