@@ -36,7 +36,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -141,15 +141,22 @@ class Server:
         if process is None:
             return
         self.process = None
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         if process.stderr is not None:
             process.stderr.close()
+
+
+def stop_process(process: "subprocess.Popen[Any]", timeout: float = 5) -> None:
+    """Stop a process this harness started: SIGTERM, then SIGKILL if it has
+    not exited after ``timeout`` seconds; waits for it either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @dataclass

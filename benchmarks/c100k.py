@@ -340,12 +340,7 @@ def run_phase(framework: str, python: str, count: int, websocket: bool) -> dict[
             if client.poll() is None:
                 client.kill()
             client.wait()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _harness.stop_process(server, timeout=10)
 
 
 def _kib(value: Optional[float]) -> str:

@@ -370,14 +370,9 @@ class CountedServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            # valgrind writes its last dump on the way out: give it time.
+            _harness.stop_process(process, timeout=60)
 
 
 def _commit() -> str:

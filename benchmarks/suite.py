@@ -248,14 +248,8 @@ class Server:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            _harness.stop_process(process)
 
     def server_pid(self) -> int:
         """The PID of the Python process (taskset execs, so it is the same)."""

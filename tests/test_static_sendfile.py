@@ -13,7 +13,6 @@ import asyncio
 import gzip
 import os
 import socket
-import ssl
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -105,8 +104,7 @@ async def in_thread(fn: Any, *args: Any) -> Any:
 
 
 def connect(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
-    return sock
+    return socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT)
 
 
 def test_large_file_and_ranges_are_sent_by_the_kernel(

@@ -629,6 +629,7 @@ def _wake(waiter: "asyncio.Future[None]") -> None:
     if not waiter.done():
         waiter.set_result(None)
 
+
 _CR_OR_LF_RE = re.compile(r"\r|\n")
 
 # Status lines seen so far (the usual handful), formatted once.
@@ -1270,12 +1271,7 @@ class _ServerProtocol(asyncio.Protocol):
         else:
             self._transport.write(data)
         if self._writing_paused:
-            waiter = self._loop.create_future()
-            if self._drain_waiters is None:
-                self._drain_waiters = [waiter]
-            else:
-                self._drain_waiters.append(waiter)
-            return waiter
+            return self._drain_waiter()
         # A write below the high-water mark is complete as far as the caller
         # is concerned; one finished future per connection serves them all.
         return self._ready
@@ -1317,7 +1313,6 @@ class _ServerProtocol(asyncio.Protocol):
         transport = self._transport
         loop = self._loop
         end = offset + count
-        watching = False
         try:
             while offset < end:
                 if transport.is_closing():
@@ -1325,21 +1320,14 @@ class _ServerProtocol(asyncio.Protocol):
                 try:
                     sent = _os_sendfile(sock_fd, file_fd, offset, end - offset)
                 except BlockingIOError:
-                    # The socket's buffer is full: wait until it drains. A
-                    # drain waiter also wakes (failing) when the connection
-                    # is lost.
-                    waiter = loop.create_future()
-                    if self._drain_waiters is None:
-                        self._drain_waiters = [waiter]
-                    else:
-                        self._drain_waiters.append(waiter)
+                    # The socket's buffer is full: wait until it drains (a
+                    # drain waiter also fails when the connection is lost).
+                    waiter = self._drain_waiter()
                     loop.add_writer(sock_fd, _wake, waiter)
-                    watching = True
                     try:
                         await waiter
                     finally:
                         loop.remove_writer(sock_fd)
-                        watching = False
                         waiters = self._drain_waiters
                         if waiters and waiter in waiters:
                             waiters.remove(waiter)
@@ -1356,9 +1344,17 @@ class _ServerProtocol(asyncio.Protocol):
                     )
                 offset += sent
         finally:
-            if watching:
-                loop.remove_writer(sock_fd)
             os.close(sock_fd)
+
+    def _drain_waiter(self) -> "asyncio.Future[None]":
+        """A future resolved when the transport may be written again, or
+        failed with StreamClosedError if the connection is lost first."""
+        waiter = self._loop.create_future()
+        if self._drain_waiters is None:
+            self._drain_waiters = [waiter]
+        else:
+            self._drain_waiters.append(waiter)
+        return waiter
 
     def _closed_future(self) -> "asyncio.Future[None]":
         # squall.iostream is imported here, off the hot path, because only a

@@ -690,9 +690,9 @@ def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
     if "%" not in qs and "+" not in qs:
         # Nothing to decode (the usual ``?page=2&sort=name``): split it
         # ourselves, as parse_qsl would, at a fraction of its cost.
-        for field in qs.split("&"):
-            if field:
-                name, _, text = field.partition("=")
+        for pair in qs.split("&"):
+            if pair:
+                name, _, text = pair.partition("=")
                 values = result.get(name)
                 if values is None:
                     result[name] = [text.encode("latin-1")]
@@ -857,7 +857,7 @@ class HTTPServerRequest:
         if query and query.count("&") >= _DEFAULT_PARSE_BODY_CONFIG.urlencoded.max_arguments:
             raise HTTPInputError("Max number of fields exceeded in query string")
         # body (b"") and _finish_time (None) are class defaults; the
-        # argument dicts and files are made on first use (__getattr__).
+        # argument dicts and files are made on first use (_MadeOnFirstUse).
         return self
 
     def _host_from_headers(self) -> str:

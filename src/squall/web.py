@@ -1612,13 +1612,15 @@ def _has_init_after_handler(cls: type) -> bool:
     return found
 
 
-# The default ETag methods, to tell when a handler class overrides them.
+# RequestHandler's own methods, to tell when a handler class overrides one
+# (the hot path then does the default's work without the call).
 _set_etag_header = RequestHandler.set_etag_header
-_set_header = RequestHandler.set_header
-_decode_argument = RequestHandler.decode_argument
-_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 _compute_etag = RequestHandler.compute_etag
 _check_etag_header = RequestHandler.check_etag_header
+_set_header = RequestHandler.set_header
+_decode_argument = RequestHandler.decode_argument
+
+_JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
 
 
 def _strip_weak(etag: bytes) -> bytes:
@@ -3150,8 +3152,8 @@ class _HandlerDelegate(httputil.HTTPMessageDelegate):
         return handler._prepared_future
 
 
-
 _default_get_handler_delegate = Application.get_handler_delegate
+
 
 # -- signed values -----------------------------------------------------------
 
