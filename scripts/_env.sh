@@ -29,7 +29,9 @@ _venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PY" -m venv "$VENV"
     fi
-    local stamp="$VENV/.squall-$extras-$(sha1sum pyproject.toml | cut -c1-12)"
+    # Reinstalled (which rebuilds the C speedups in place) when the packaging
+    # or the C source changes.
+    local stamp="$VENV/.squall-$extras-$(cat pyproject.toml setup.py src/squall/*.c | sha1sum | cut -c1-12)"
     if [ ! -f "$stamp" ]; then
         "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$extras]"
         touch "$stamp"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from squall import escape
+from squall import template as template_module
 from squall.template import (
     BaseLoader,
     DictLoader,
@@ -41,6 +44,44 @@ def raised_traceback(template: Template, **kwargs: Any) -> str:
     return text
 
 
+# How a template outputs an autoescaped value: by one call of the C escape
+# (the default when squall._speedups is built), by one call of its Python
+# equivalent, or with inline code (the default without the C module). All
+# three must give the same pages.
+ESCAPE_MODES = ["c-call", "python-call", "inline"]
+
+
+@contextlib.contextmanager
+def escape_mode(mode: str) -> Iterator[None]:
+    """Templates compiled inside use ``mode``."""
+    if mode == "c-call" and escape._speedups is None:
+        pytest.skip("squall._speedups is not built")
+    saved = template_module._ESCAPE_BY_CALL, template_module._STOCK_DEFAULTS
+    template_module._ESCAPE_BY_CALL = mode != "inline"
+    if mode == "python-call":
+        defaults = list(saved[1])
+        defaults[2] = template_module._escape_value
+        template_module._STOCK_DEFAULTS = tuple(defaults)
+    try:
+        yield
+    finally:
+        template_module._ESCAPE_BY_CALL, template_module._STOCK_DEFAULTS = saved
+
+
+@pytest.fixture(params=ESCAPE_MODES)
+def each_escape_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    with escape_mode(request.param):
+        yield request.param
+
+
+def test_escape_modes_compile_as_named() -> None:
+    for mode in ESCAPE_MODES:
+        with escape_mode(mode):
+            code = Template("{{ v }}").code
+        assert ("_tt_xe((v), _tt_e)" in code) == (mode != "inline")
+        assert ("if '<' in _tt_x" in code) == (mode == "inline")
+
+
 # -- expressions --------------------------------------------------------------
 
 def test_expression_values_become_utf8_bytes() -> None:
@@ -51,7 +92,7 @@ def test_expression_values_become_utf8_bytes() -> None:
     assert render("\u00e9".encode()) == "\u00e9".encode()
 
 
-def test_default_autoescape_is_xhtml() -> None:
+def test_default_autoescape_is_xhtml(each_escape_mode: str) -> None:
     assert render("{{ s }}", s="<a href=\"x\">'&'</a>") == (
         b"&lt;a href=&quot;x&quot;&gt;&#x27;&amp;&#x27;&lt;/a&gt;"
     )
@@ -63,10 +104,14 @@ def test_default_autoescape_is_xhtml() -> None:
 @given(st.one_of(st.text(), st.integers(), st.floats(allow_nan=False), st.booleans()))
 def test_fast_escape_matches_the_escape_module(value: Any) -> None:
     expected = escape.utf8(escape.xhtml_escape(value if isinstance(value, str) else str(value)))
-    assert render("{{ v }}", v=value) == expected
+    for mode in ESCAPE_MODES:
+        if mode == "c-call" and escape._speedups is None:
+            continue
+        with escape_mode(mode):
+            assert render("{{ v }}", v=value) == expected
 
 
-def test_expression_with_comment_or_newline() -> None:
+def test_expression_with_comment_or_newline(each_escape_mode: str) -> None:
     assert render("{{ 1 # one\n }}") == b"1"
     assert render("{{ [1,\n 2] }}") == b"[1, 2]"
     assert render("{{ '#' }}") == b"#"
@@ -154,7 +199,7 @@ def _generic_render(source: str, **kwargs: Any) -> bytes:
 
 
 @pytest.mark.parametrize("value", TRICKY_VALUES, ids=repr)
-def test_inline_escaping_matches_the_generic_path(value: Any) -> None:
+def test_inline_escaping_matches_the_generic_path(value: Any, each_escape_mode: str) -> None:
     if isinstance(value, (str, bytes)):
         text = escape.to_unicode(value)
         expected = escape.xhtml_escape(str.__str__(text) if isinstance(text, str) else text)
@@ -177,7 +222,7 @@ def test_raw_output_of_tricky_values(value: Any) -> None:
     assert render("{% raw v %}|{% autoescape None %}{{ v }}", v=value) == expected + b"|" + expected
 
 
-def test_bytes_that_are_not_utf8() -> None:
+def test_bytes_that_are_not_utf8(each_escape_mode: str) -> None:
     # Raw output passes them through untouched, whatever surrounds them.
     blob = b"\xff\xfe<\x80>"
     assert render("a{% raw v %}\u00e9{{ s }}", v=blob, s="<") == b"a" + blob + "\u00e9&lt;".encode()
@@ -187,7 +232,7 @@ def test_bytes_that_are_not_utf8() -> None:
         render("{{ v }}", v=blob)
 
 
-def test_text_with_lone_surrogates_cannot_be_encoded() -> None:
+def test_text_with_lone_surrogates_cannot_be_encoded(each_escape_mode: str) -> None:
     with pytest.raises(UnicodeEncodeError):
         render("{{ v }}", v="\ud800")
     with pytest.raises(UnicodeEncodeError):
@@ -207,7 +252,7 @@ def test_text_with_lone_surrogates_cannot_be_encoded() -> None:
     assert render(unescaped, v="\ud800") == b"U"
 
 
-def test_escaper_results_follow_utf8_rules() -> None:
+def test_escaper_results_follow_utf8_rules(each_escape_mode: str) -> None:
     assert render("{{ v }}", v="x", xhtml_escape=lambda b: b"<" + b + b">") == b"<x>"
     with pytest.raises(TypeError, match="Expected bytes, unicode, or None"):
         render("{{ v }}", v="x", xhtml_escape=lambda b: 42)
@@ -216,11 +261,11 @@ def test_escaper_results_follow_utf8_rules() -> None:
         render("{{ v }}", v="x", xhtml_escape=lambda b: None)
 
 
-def test_expression_list_is_one_tuple() -> None:
+def test_expression_list_is_one_tuple(each_escape_mode: str) -> None:
     assert render("{{ 1, '<' }}") == b"(1, &#x27;&lt;&#x27;)"
 
 
-def test_output_before_a_caught_error_is_kept() -> None:
+def test_output_before_a_caught_error_is_kept(each_escape_mode: str) -> None:
     source = "{% try %}a{{ x }}b{{ 1 / 0 }}c{% except ZeroDivisionError %}E{% end %}."
     assert render(source, x="<") == b"a&lt;bE."
 
@@ -289,7 +334,7 @@ def test_apply() -> None:
     assert render("{% apply f %}a{{ x }}{% end %}", f=bytes.upper, x="<") == b"A&LT;"
 
 
-def test_autoescape_directive_and_custom_function() -> None:
+def test_autoescape_directive_and_custom_function(each_escape_mode: str) -> None:
     assert render("{% autoescape None %}{{ s }}", s="<") == b"<"
     seen: list[Any] = []
 
@@ -307,11 +352,11 @@ def test_autoescape_argument_and_loader_default() -> None:
     assert loader.load("a.html").generate(s="<") == b"<"
 
 
-def test_passing_xhtml_escape_replaces_the_escaper() -> None:
+def test_passing_xhtml_escape_replaces_the_escaper(each_escape_mode: str) -> None:
     assert render("{{ 'a' }}", xhtml_escape=lambda b: b.decode().upper()) == b"A"
 
 
-def test_template_rebinding_the_escaper_name_is_honoured() -> None:
+def test_template_rebinding_the_escaper_name_is_honoured(each_escape_mode: str) -> None:
     source = "{% set xhtml_escape = lambda b: b'[' + b + b']' %}{{ 'x' }}"
     assert render(source) == b"[x]"
 
@@ -422,7 +467,7 @@ def test_text_across_include_and_block_edges() -> None:
     assert render_from(templates, "plain.html", v=1) == b"<b>text</b>[1]!"
     # The text around the block and the include is one append.
     code = DictLoader(templates).load("plain.html").code
-    assert "_tt_emit('<b>text</b>[')" in code
+    assert "_tt_parts.append('<b>text</b>[')" in code
 
 
 def test_include_and_extends_need_a_loader() -> None:
@@ -486,7 +531,7 @@ def test_python_syntax_error_names_the_template_line() -> None:
         DictLoader({"t.html": "a\n{{ 1 + }}"}).load("t.html")
 
 
-def test_runtime_error_names_line_in_traceback() -> None:
+def test_runtime_error_names_line_in_traceback(each_escape_mode: str) -> None:
     loader = DictLoader({"test.html": "one\ntwo{{ 1/0 }}\nthree"})
     assert "# test.html:2" in raised_traceback(loader.load("test.html"))
     loader = DictLoader({"test.html": "one\ntwo{% if 1/0 %}\nthree{% end %}"})
@@ -501,7 +546,7 @@ def test_runtime_error_gets_a_note() -> None:
     assert info.value.__notes__ == ["in template n.html:3"]
 
 
-def test_error_lines_through_includes_and_blocks() -> None:
+def test_error_lines_through_includes_and_blocks(each_escape_mode: str) -> None:
     loader = DictLoader(
         {
             "a.html": "{% include 'b.html' %}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -35,6 +36,46 @@ _UNICODE_TYPES = (str, type(None))
 _BYTES_TYPES = (bytes, type(None))
 
 
+def _load_speedups() -> Any:
+    """The optional C module ``squall._speedups``, or ``None`` when it was
+    not built (no compiler at install time) or ``SQUALL_NO_SPEEDUPS`` is set
+    to a non-empty value other than ``0`` in the environment."""
+    if os.environ.get("SQUALL_NO_SPEEDUPS", "0") not in ("", "0"):
+        return None
+    try:
+        from squall import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+_speedups = _load_speedups()
+
+
+def _xhtml_escape_str(value: str) -> str:
+    """The escape of an exact ``str``: html.escape's replacements, "&"
+    first. Each replace runs only when its character is present, since the
+    "in" test is much cheaper than a replace call that finds nothing."""
+    if "&" in value:
+        value = value.replace("&", "&amp;")
+    if "<" in value:
+        value = value.replace("<", "&lt;")
+    if ">" in value:
+        value = value.replace(">", "&gt;")
+    if '"' in value:
+        value = value.replace('"', "&quot;")
+    if "'" in value:
+        value = value.replace("'", "&#x27;")
+    return value
+
+
+# What escapes an exact str: the C version (one pass over the characters)
+# when it is built, else the replaces above; the results are identical.
+_escape_str: Callable[[str], str] = (
+    _speedups.xhtml_escape if _speedups is not None else _xhtml_escape_str
+)
+
+
 def xhtml_escape(value: str | bytes) -> str:
     """Escape ``value`` for use in HTML or XML text and attribute values.
 
@@ -49,20 +90,7 @@ def xhtml_escape(value: str | bytes) -> str:
             raise AttributeError("'NoneType' object has no attribute 'replace'")
         # A subclass's characters, as a plain str like every other result.
         value = str.__str__(value)
-    # html.escape's replacements, "&" first; a replace runs only when its
-    # character is present, since the "in" test is much cheaper than a
-    # replace call that finds nothing.
-    if "&" in value:
-        value = value.replace("&", "&amp;")
-    if "<" in value:
-        value = value.replace("<", "&lt;")
-    if ">" in value:
-        value = value.replace(">", "&gt;")
-    if '"' in value:
-        value = value.replace('"', "&quot;")
-    if "'" in value:
-        value = value.replace("'", "&#x27;")
-    return value
+    return _escape_str(value)
 
 
 def xhtml_unescape(value: str | bytes) -> str:

@@ -431,8 +431,9 @@ class _Parser:
 # A template becomes one function that appends ``str`` pieces to a list and
 # encodes their join once: no per-piece UTF-8 round trip. Each ``{{ }}``
 # stores its value in ``_tt_x`` and, with the stock autoescape, escapes an
-# exact ``str`` (the common case) with inline code and outputs an exact
-# ``int`` with ``str()``; any other value, and every value when the caller
+# exact ``str`` (the common case) by one call of the C escape from
+# ``squall._speedups`` (``_tt_xe``) or, when that module is not built, with
+# inline code, and outputs an exact ``int`` with ``str()``; any other value, and every value when the caller
 # replaced ``xhtml_escape``, goes through the ``_tt_e`` helper. Only bytes
 # that are not UTF-8 (which raw output passes through untouched) make the
 # list hold anything but ``str``; the join then falls back to encoding piece
@@ -466,6 +467,33 @@ _INLINE_XHTML_ESCAPE = tuple(
     f"if {char!r} in _tt_x: _tt_x = _tt_x.replace({char!r}, {entity!r})"
     for char, entity in _XHTML_REPLACEMENTS
 )
+# Whether generated code outputs each autoescaped value through one call of
+# ``_tt_xe`` (the C escape from squall._speedups: one call beats the five
+# tests and the replaces) or with inline code (without the C module a Python
+# call would cost more than the inline tests). Read when a template is
+# compiled; both give the same output.
+_ESCAPE_BY_CALL = escape._speedups is not None
+
+
+def _escape_value(value: Any, other: Callable[[Any], Any]) -> Any:
+    """The output of an autoescaped value, as ``squall._speedups.xhtml_escape``
+    gives it when called with ``other``: used in its place when the C module
+    is not built (and ``_ESCAPE_BY_CALL`` is set anyway)."""
+    cls = value.__class__
+    if cls is str:
+        return escape._xhtml_escape_str(value)
+    if cls is int:
+        return str(value)
+    return other(value)
+
+
+def _other_only(value: Any, other: Callable[[Any], Any]) -> Any:
+    """``_tt_xe`` when the caller replaced ``xhtml_escape``: every value goes
+    to ``other``, the caller's escape."""
+    return other(value)
+
+
+_XE = escape._speedups.xhtml_escape if escape._speedups is not None else _escape_value
 
 
 def _xhtml_escape_other(value: Any) -> str:
@@ -555,16 +583,18 @@ def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | b
 
 
 # What the generated function's parameters default to: ``_tt_fast`` (the
-# class whose values are escaped inline), ``_tt_int`` (the class whose
-# values are output with str() inline: no markup characters), ``_tt_e``
+# class whose values get the stock escape, inline or by ``_tt_xe``),
+# ``_tt_int`` (the class whose values are output with str() inline: no
+# markup characters), ``_tt_xe`` (the escape of an exact str), ``_tt_e``
 # (autoescape of any other value), ``_tt_str``, ``_tt_r`` (raw output of a
 # non-``str`` value), ``_tt_b`` (a value as bytes for a named autoescape
-# function), ``_tt_u`` (a function's result as a page piece), ``_tt_v``
-# (an output piece checked to be encodable) and ``_tt_join``. Bound as parameters they are fast local variables that a
-# template's own names cannot shadow.
-_PARAMS = "_tt_fast, _tt_int, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_v, _tt_join"
+# function), ``_tt_u`` (a function's result as a page piece), ``_tt_v`` (an
+# output piece checked to be encodable) and ``_tt_join``. Bound as
+# parameters they are fast local variables that a template's own names
+# cannot shadow.
+_PARAMS = "_tt_fast, _tt_int, _tt_xe, _tt_e, _tt_str, _tt_r, _tt_b, _tt_u, _tt_v, _tt_join"
 _HELPERS = (str, _raw_text, _to_bytes, _function_result, _encodable, _join_mixed)
-_STOCK_DEFAULTS = (str, int, _xhtml_escape_other, *_HELPERS)
+_STOCK_DEFAULTS = (str, int, _XE, _xhtml_escape_other, *_HELPERS)
 
 
 class _Writer:
@@ -616,13 +646,12 @@ class _Writer:
         if self._pending:
             text = "".join(self._pending)
             self._pending.clear()
-            self._emit_at(f"_tt_emit({text!r})", self._pending_origin)
+            self._emit_at(f"_tt_parts.append({text!r})", self._pending_origin)
 
     def function(self, name: str, body: list[Any], line: int, params: str = "") -> None:
         self.emit(f"def {name}({params}):", line)
         self._indent += 1
         self.emit("_tt_parts = []", line)
-        self.emit("_tt_emit = _tt_parts.append", line)
         self.write(body)
         self.flush_text()
         # The pieces are str, encoded once; bytes that are not UTF-8 (or a
@@ -694,13 +723,21 @@ class _Writer:
             code = code + "\n"
         # Parenthesized, a line break inside the expression is harmless and
         # "a, b" is one tuple.
-        self.emit(f"_tt_x = ({code})", node.line)
         autoescape = None if node.raw else self._template.autoescape
+        if autoescape == _DEFAULT_AUTOESCAPE and self._fast_escape and _ESCAPE_BY_CALL:
+            # One call does it all: the C escape of an exact str, str() of
+            # an exact int, _tt_e (the stock or the caller's escape) for the
+            # rest.
+            self.emit(self._output(f"_tt_xe(({code}), _tt_e)"), node.line)
+            return
+        self.emit(f"_tt_x = ({code})", node.line)
         if autoescape is None:
             self.emit(
                 self._output("_tt_x if _tt_x.__class__ is _tt_str else _tt_r(_tt_x)"), node.line
             )
         elif autoescape == _DEFAULT_AUTOESCAPE and self._fast_escape:
+            # Without the C escape: exact str values are escaped by inline
+            # code, which costs less than a call of the Python escape.
             self.emit("if _tt_x.__class__ is _tt_fast:", node.line)
             self._indent += 1
             for line in _INLINE_XHTML_ESCAPE:
@@ -708,7 +745,7 @@ class _Writer:
             self.emit(self._output("_tt_x"), node.line)
             self._indent -= 1
             self.emit("elif _tt_x.__class__ is _tt_int:", node.line)
-            self.emit("    _tt_emit(_tt_str(_tt_x))", node.line)
+            self.emit("    _tt_parts.append(_tt_str(_tt_x))", node.line)
             self.emit("else:", node.line)
             self.emit("    " + self._output("_tt_e(_tt_x)"), node.line)
         else:
@@ -723,8 +760,8 @@ class _Writer:
         encode, and the render fails either way.
         """
         if self._tries:
-            return f"_tt_emit(_tt_v({piece}))"
-        return f"_tt_emit({piece})"
+            return f"_tt_parts.append(_tt_v({piece}))"
+        return f"_tt_parts.append({piece})"
 
     def _compound(self, node: _Compound) -> None:
         is_try = node.clauses[0][0].split(None, 1)[0] == "try"
@@ -894,7 +931,7 @@ class Template:
         if escaper is _STOCK_XHTML_ESCAPE:
             defaults = _STOCK_DEFAULTS
         else:
-            defaults = (_NoValue, _NoValue, _custom_escaper(escaper), *_HELPERS)  # type: ignore[arg-type]
+            defaults = (_NoValue, _NoValue, _other_only, _custom_escaper(escaper), *_HELPERS)  # type: ignore[arg-type]
         execute = types.FunctionType(self._execute, namespace, None, defaults)
         try:
             return execute()  # type: ignore[no-any-return]

@@ -1,0 +1,140 @@
+"""Tests for squall._speedups, the optional C module, against the pure-Python
+code squall uses without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from squall import escape
+
+speedups = escape._speedups
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def test_the_module_is_built() -> None:
+    # The project's install builds it wherever there is a C compiler (CI
+    # has one); a missing module here means the build broke.
+    if os.environ.get("SQUALL_NO_SPEEDUPS", "0") not in ("", "0"):
+        pytest.skip("SQUALL_NO_SPEEDUPS is set")
+    assert speedups is not None
+    assert escape._escape_str is speedups.xhtml_escape
+
+
+needs_c = pytest.mark.skipif(speedups is None, reason="squall._speedups is not built")
+
+# Every markup character, in each storage width CPython uses for str
+# (Latin-1, UCS-2, UCS-4), at the edges and in runs.
+EDGE_CASES = [
+    "",
+    "plain text",
+    "&",
+    "<>",
+    "&&&&",
+    "\"'\"'",
+    "<script>alert('x & \"y\"')</script>",
+    "&amp; already escaped",
+    "caf\u00e9 <\u00ff>",
+    "\u2603 & \u20ac <'>",
+    "\U0001f600<\U0001f600>&",
+    "\x00<\x00",
+    "a" * 1000 + "<" + "b" * 1000,
+    "<" * 500,
+]
+
+
+@needs_c
+@pytest.mark.parametrize("value", EDGE_CASES, ids=lambda v: repr(v[:20]))
+def test_c_escape_is_the_python_escape(value: str) -> None:
+    assert speedups.xhtml_escape(value) == escape._xhtml_escape_str(value)
+    assert type(speedups.xhtml_escape(value)) is str
+
+
+@needs_c
+@given(st.text(alphabet=st.sampled_from("&<>\"'ab \u00e9\u2603\U0001f600")) | st.text())
+def test_c_escape_matches_on_generated_text(value: str) -> None:
+    assert speedups.xhtml_escape(value) == escape._xhtml_escape_str(value)
+
+
+@needs_c
+def test_c_escape_returns_unchanged_text_itself() -> None:
+    text = "nothing to escape here \u2603"
+    assert speedups.xhtml_escape(text) is text
+
+
+@needs_c
+def test_c_escape_result_is_a_sound_str() -> None:
+    # The result's storage width is the input's: equal strings built by
+    # Python compare and hash equal to it.
+    for value in ("<\u00e9>", "<\u2603>", "<\U0001f600>", "<a>"):
+        result = speedups.xhtml_escape(value)
+        rebuilt = "".join(list(result))
+        assert result == rebuilt and hash(result) == hash(rebuilt)
+        assert result.encode("utf-8").decode("utf-8") == result
+
+
+@needs_c
+def test_c_escape_argument_errors() -> None:
+    with pytest.raises(TypeError, match="argument must be str, not bytes"):
+        speedups.xhtml_escape(b"<")
+    with pytest.raises(TypeError, match="argument must be str, not _Text"):
+        speedups.xhtml_escape(_Text("<"))
+    with pytest.raises(TypeError, match=r"takes 1 or 2 positional arguments \(0 given\)"):
+        speedups.xhtml_escape()
+    with pytest.raises(TypeError, match=r"\(3 given\)"):
+        speedups.xhtml_escape("a", repr, repr)
+
+
+class _Text(str):
+    pass
+
+
+@needs_c
+def test_c_escape_with_an_other_function() -> None:
+    seen: list[Any] = []
+
+    def other(value: Any) -> str:
+        seen.append(value)
+        return "other"
+
+    assert speedups.xhtml_escape("<", other) == "&lt;"
+    assert speedups.xhtml_escape(-12, other) == "-12"
+    assert speedups.xhtml_escape(10**30, other) == str(10**30)
+    # Not exactly str or int: handed to other, whose result is returned.
+    for value in (True, 1.5, None, b"<", _Text("<"), ["<"]):
+        assert speedups.xhtml_escape(value, other) == "other"
+    assert seen == [True, 1.5, None, b"<", _Text("<"), ["<"]]
+
+    def failing(value: Any) -> str:
+        raise ValueError(f"cannot output {value!r}")
+
+    with pytest.raises(ValueError, match="cannot output None"):
+        speedups.xhtml_escape(None, failing)
+
+
+def test_squall_without_the_c_module() -> None:
+    # SQUALL_NO_SPEEDUPS=1 gives the pure-Python code paths, with the same
+    # results: escaping, and templates (compiled for inline escaping).
+    script = (
+        "from squall import escape, template\n"
+        "assert escape._speedups is None and not template._ESCAPE_BY_CALL\n"
+        "t = template.Template('{% for v in vs %}[{{ v }}]{% end %}{% raw r %}')\n"
+        "assert '_tt_xe' not in t.code.split('\\n', 1)[1]\n"
+        "out = t.generate(vs=['<a&b>', 3, None, b'\\xc3\\xa9<', 1.5], r='<r>')\n"
+        "assert out == '[&lt;a&amp;b&gt;][3][None][\\u00e9&lt;][1.5]<r>'.encode(), out\n"
+        "assert escape.xhtml_escape('<\\'\">&') == '&lt;&#x27;&quot;&gt;&amp;'\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "SQUALL_NO_SPEEDUPS": "1", "PYTHONPATH": str(SRC)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
