@@ -130,6 +130,26 @@ def test_squall_without_the_c_module() -> None:
         "out = t.generate(vs=['<a&b>', 3, None, b'\\xc3\\xa9<', 1.5], r='<r>')\n"
         "assert out == '[&lt;a&amp;b&gt;][3][None][\\u00e9&lt;][1.5]<r>'.encode(), out\n"
         "assert escape.xhtml_escape('<\\'\">&') == '&lt;&#x27;&quot;&gt;&amp;'\n"
+        # A real server answering through the Python header block.
+        "import asyncio, socket\n"
+        "from squall import _http1server, web\n"
+        "assert _http1server._header_lines is _http1server._python_header_lines\n"
+        "class H(web.RequestHandler):\n"
+        "    def get(self):\n"
+        "        self.set_header('X-Test', 'caf\\u00e9')\n"
+        "        self.write(template.Template('<{{ v }}>').generate(v='&'))\n"
+        "async def main():\n"
+        "    server = web.Application([('/', H)]).listen(0, '127.0.0.1')\n"
+        "    port = next(iter(server._sockets.values())).getsockname()[1]\n"
+        "    reader, writer = await asyncio.open_connection('127.0.0.1', port)\n"
+        "    writer.write(b'GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n"
+        "    data = await reader.read()\n"
+        "    server.stop()\n"
+        "    return data\n"
+        "data = asyncio.run(main())\n"
+        "assert data.startswith(b'HTTP/1.1 200 OK\\r\\n'), data\n"
+        "assert b'\\r\\nX-Test: caf\\xe9\\r\\n' in data, data\n"
+        "assert data.endswith(b'\\r\\n\\r\\n<&amp;>'), data\n"
         "print('ok')\n"
     )
     env = {**os.environ, "SQUALL_NO_SPEEDUPS": "1", "PYTHONPATH": str(SRC)}
@@ -138,3 +158,52 @@ def test_squall_without_the_c_module() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- header_lines ---------------------------------------------------------------
+
+from squall import _http1server  # noqa: E402
+
+header_text = st.text(alphabet=st.sampled_from("aZ09-: ;=\t\u00e9\u00ff\r\n\u20ac"), max_size=12)
+
+
+@needs_c
+@given(st.dictionaries(header_text, st.lists(header_text, max_size=3), max_size=6))
+def test_header_lines_is_the_python_block_or_defers(as_list: dict[str, list[str]]) -> None:
+    built = speedups.header_lines(as_list)
+    try:
+        expected = _http1server._python_header_lines(as_list)
+    except ValueError:
+        # A CR or LF somewhere: C defers, Python raises.
+        assert built is None
+        return
+    if built is None:
+        # Deferred only for characters beyond Latin-1 or a CR or LF in a
+        # name or value (here in a name without values: no line, no error).
+        text = "".join(as_list) + "".join(v for values in as_list.values() for v in values)
+        assert any(ord(c) > 255 or c in "\r\n" for c in text)
+    else:
+        assert built == expected
+        assert type(built) is str
+        # Stored like any str Python would build (ASCII or Latin-1 form).
+        assert built.isascii() == expected.isascii()
+        assert hash(built) == hash(expected)
+
+
+@needs_c
+def test_header_lines_defers_on_other_shapes() -> None:
+    assert speedups.header_lines({"X": ("a",)}) is None
+    assert speedups.header_lines({"X": [1]}) is None
+    assert speedups.header_lines({b"X": ["a"]}) is None
+    assert speedups.header_lines([("X", "a")]) is None
+    assert speedups.header_lines({"X": ["a\r\nInjected: yes"]}) is None
+    assert speedups.header_lines({"X\n": ["a"]}) is None
+    assert speedups.header_lines({"X": ["\u20ac"]}) is None
+    assert speedups.header_lines({}) == ""
+    assert speedups.header_lines({"A": [], "B": ["1", "2"]}) == "B: 1\r\nB: 2\r\n"
+
+
+def test_python_header_lines_rejects_injection() -> None:
+    with pytest.raises(ValueError, match="Illegal characters"):
+        _http1server._python_header_lines({"X": ["a\r\nInjected: yes"]})
+    assert _http1server._python_header_lines({"X": ["\u00e9"]}) == "X: \u00e9\r\n"

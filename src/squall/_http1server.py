@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Optional, 
 import httptools
 
 from squall import _abnf, httputil
+from squall.escape import _speedups
 from squall.httputil import (
     HTTPConnection,
     HTTPHeaders,
@@ -466,13 +467,9 @@ class _RequestConnection(HTTPConnection):
         if type(headers) is not HTTPHeaders:
             headers = _as_http_headers(headers)
         as_list = headers._as_list
-        lines = [f"{name}: {value}\r\n" for name, values in as_list.items() for value in values]
-        joined = "".join(lines)
-        # Each line must end in the one CRLF we put there: a CR or LF inside
-        # a name or value would split the response (RFC 9112 11.1).
-        n = len(lines)
-        if joined.count("\n") != n or joined.count("\r") != n:
-            _reject_header_lines(as_list)
+        joined = _header_lines(as_list)
+        if joined is None:
+            joined = _python_header_lines(as_list)
         code = start_line.code  # type: ignore[union-attr]
         request_line = self._start_line
         keep_alive = self._keep_alive
@@ -649,6 +646,28 @@ def _status_line(start_line: ResponseStartLine) -> str:
     if len(_status_lines) < _STATUS_LINE_CACHE_SIZE:
         _status_lines[tuple(start_line)] = line
     return line
+
+
+def _python_header_lines(as_list: dict[str, list[str]]) -> str:
+    """The header block "name: value\r\n"... of a response.
+
+    Raises `ValueError` naming the line when a name or value holds a CR or
+    LF, which would split the response (RFC 9112 11.1).
+    """
+    lines = [f"{name}: {value}\r\n" for name, values in as_list.items() for value in values]
+    joined = "".join(lines)
+    # Each line must end in the one CRLF we put there.
+    n = len(lines)
+    if joined.count("\n") != n or joined.count("\r") != n:
+        _reject_header_lines(as_list)
+    return joined
+
+
+# The same block built by squall._speedups (None when it cannot: the Python
+# version then builds it, or raises).
+_header_lines: Callable[[dict[str, list[str]]], Optional[str]] = (
+    _speedups.header_lines if _speedups is not None else _python_header_lines
+)
 
 
 def _reject_header_lines(as_list: dict[str, list[str]]) -> NoReturn:
