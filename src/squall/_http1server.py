@@ -77,6 +77,11 @@ MAX_BODY_SIZE = 100 * 1024 * 1024
 # (large_client_header_buffers, 8k) and Apache (LimitRequestLine, 8190).
 # Beyond it the request is answered 414 (RFC 9110 15.5.15).
 MAX_URL_SIZE = 8190
+# A body sent with its response head is copied onto the head below this
+# size (one buffer to write); from this size on it stays a buffer of its
+# own, and the two leave in one writelines (writev on uvloop): copying more
+# costs more than the extra buffer.
+_COPY_LIMIT = 4096
 # Largest piece of a request body handed to ``data_received`` at a time
 # (Tornado's chunk_size default).
 CHUNK_SIZE = 65536
@@ -510,20 +515,30 @@ class _RequestConnection(HTTPConnection):
         self._keep_alive = keep_alive
         self._wstate = _STARTED
         data = f"{status}{joined}{extra}\r\n".encode("latin-1")
+        body = None
         if chunk:
             remaining = self._remaining
             if remaining is not None and remaining >= len(chunk) and not self._no_body:
-                # The usual small response: the whole body in this call.
+                # The usual response: the whole body in this call.
                 self._remaining = remaining - len(chunk)
-                data += chunk
+                if len(chunk) < _COPY_LIMIT:
+                    data += chunk
+                else:
+                    body = chunk
             else:
                 data += self._frame(chunk)
         proto = self._proto
         if proto._corked and not (proto._closing or proto._writing_paused):
             # Inside the server's callbacks (the usual case): what _write
-            # would do, without the call.
-            proto._out.append(data)
+            # would do, without the call. A large body stays a buffer of
+            # its own, written with the head in one writelines (no copy).
+            out = proto._out
+            out.append(data)
+            if body is not None:
+                out.append(body)
             return proto._ready
+        if body is not None:
+            data += body
         return proto._write(data)
 
     def write(self, chunk: bytes) -> "asyncio.Future[None]":
@@ -1391,8 +1406,12 @@ class _ServerProtocol(asyncio.Protocol):
         if out:
             transport = self._transport
             if not transport.is_closing():
-                # join() hands back a lone element as is, without a copy.
-                transport.write(b"".join(out))
+                if len(out) == 1:
+                    transport.write(out[0])
+                else:
+                    # Pipelined responses, or a head and its large body:
+                    # uvloop sends them with one writev, without joining.
+                    transport.writelines(out)
             out.clear()
         if self._close_after_flush:
             self._close_after_flush = False
