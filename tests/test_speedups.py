@@ -201,9 +201,82 @@ def test_header_lines_defers_on_other_shapes() -> None:
     assert speedups.header_lines({"X": ["\u20ac"]}) is None
     assert speedups.header_lines({}) == ""
     assert speedups.header_lines({"A": [], "B": ["1", "2"]}) == "B: 1\r\nB: 2\r\n"
+    # A Latin-1 name without values writes nothing: the block stays ASCII.
+    block = speedups.header_lines({"\u00e9": [], "B": ["1"]})
+    assert block == "B: 1\r\n" and block.isascii()
 
 
 def test_python_header_lines_rejects_injection() -> None:
     with pytest.raises(ValueError, match="Illegal characters"):
         _http1server._python_header_lines({"X": ["a\r\nInjected: yes"]})
     assert _http1server._python_header_lines({"X": ["\u00e9"]}) == "X: \u00e9\r\n"
+
+
+# -- parse_qs -------------------------------------------------------------------
+
+import urllib.parse  # noqa: E402
+
+from squall import httputil  # noqa: E402
+
+
+def _parse_qsl_dict(qs: str) -> dict[str, list[bytes]]:
+    """What the query string means to urllib (the reference)."""
+    result: dict[str, list[bytes]] = {}
+    for name, value in urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding="latin-1"):
+        result.setdefault(name, []).append(value.encode("latin-1"))
+    return result
+
+
+@needs_c
+@given(st.text(alphabet=st.sampled_from("ab=&+%09AFfgz;/ "), max_size=40))
+def test_parse_qs_is_parse_qsl(qs: str) -> None:
+    assert speedups.parse_qs(qs) == _parse_qsl_dict(qs)
+
+
+@needs_c
+@pytest.mark.parametrize(
+    "qs",
+    [
+        "",
+        "&",
+        "name=squall",
+        "a=1&a=2&b",
+        "&&x=%41%4g%zz%&y=a+b%2B&=v&k=",
+        "%C3%A9=%E9%00",
+        "q=%2",
+        "q=%",
+        "a==b=c",
+        "x=" + "%41" * 200 + "&y=" + "b" * 300,
+    ],
+)
+def test_parse_qs_edge_cases(qs: str) -> None:
+    parsed = speedups.parse_qs(qs)
+    assert parsed == _parse_qsl_dict(qs)
+    assert list(parsed) == list(_parse_qsl_dict(qs))  # first-seen order
+
+
+@needs_c
+def test_parse_qs_defers_on_non_ascii() -> None:
+    assert speedups.parse_qs("\u00e9=1") is None
+    assert speedups.parse_qs(b"a=1") is None
+    # The Python path then answers, as urllib does.
+    assert httputil._parse_qs_bytes("\u00e9=%41", 100) == {"\u00e9": [b"A"]}
+
+
+@given(st.text(alphabet=st.sampled_from("ab=&+%09AFfgz\u00e9 "), max_size=40))
+def test_parse_qs_bytes_is_parse_qsl(qs: str) -> None:
+    # Whichever path answers (C for ASCII, Python otherwise).
+    assert httputil._parse_qs_bytes(qs, 1000) == _parse_qsl_dict(qs)
+
+
+def test_parse_qs_bytes_rejects_text_beyond_latin1() -> None:
+    # Only a request built by hand can have such a query (the network gives
+    # Latin-1 text); it gets a clear error naming the query.
+    with pytest.raises(httputil.HTTPInputError, match="beyond Latin-1: '=\u0100'"):
+        httputil._parse_qs_bytes("=\u0100", 1000)
+    request = httputil.HTTPServerRequest(
+        start_line=httputil.RequestStartLine("GET", "/?a=\u20ac", "HTTP/1.1"),
+        headers=httputil.HTTPHeaders({"Host": "example.com"}),
+    )
+    with pytest.raises(httputil.HTTPInputError, match="beyond Latin-1"):
+        request.arguments

@@ -14,6 +14,10 @@
  * header_lines(as_list): a response's header block, built and checked for
  * CR/LF (header injection) in two passes of memcpy, where Python formats,
  * joins and counts once per line.
+ *
+ * parse_qs(qs): a query string or form body into {name: [value bytes]}, as
+ * urllib.parse.parse_qsl reads it, in one pass (parse_qsl splits, replaces
+ * and unquotes each piece in Python).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -181,9 +185,13 @@ header_lines(PyObject *module, PyObject *as_list)
         if (!plain_line_text(name) || !PyList_CheckExact(values)) {
             Py_RETURN_NONE;
         }
-        ascii &= PyUnicode_IS_ASCII(name);
         Py_ssize_t name_length = PyUnicode_GET_LENGTH(name);
         Py_ssize_t count = PyList_GET_SIZE(values);
+        if (count > 0) {
+            /* Only text that is copied decides the result's form: a str
+             * flagged Latin-1 must hold a character beyond ASCII. */
+            ascii &= PyUnicode_IS_ASCII(name);
+        }
         for (Py_ssize_t i = 0; i < count; i++) {
             PyObject *value = PyList_GET_ITEM(values, i);
             if (!plain_line_text(value)) {
@@ -225,9 +233,143 @@ header_lines(PyObject *module, PyObject *as_list)
     return result;
 }
 
+/* The value of a hex digit, or -1. */
+static int
+hex_value(unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+/* Form-decodes text[0:length] into out (at least length bytes): '+' is a
+ * space, "%XX" with two hex digits is that byte, any other '%' stays.
+ * Returns the decoded length. */
+static Py_ssize_t
+form_decode(const char *text, Py_ssize_t length, char *out)
+{
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        char c = text[i];
+        if (c == '+') {
+            c = ' ';
+        }
+        else if (c == '%' && i + 2 < length) {
+            int high = hex_value((unsigned char)text[i + 1]);
+            int low = hex_value((unsigned char)text[i + 2]);
+            if (high >= 0 && low >= 0) {
+                c = (char)(high * 16 + low);
+                i += 2;
+            }
+        }
+        out[n++] = c;
+    }
+    return n;
+}
+
+PyDoc_STRVAR(parse_qs_doc,
+"parse_qs(qs, /)\n--\n\n"
+"Parse an ASCII query string or urlencoded body as\n"
+"urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding='latin-1')\n"
+"does, into a dict of names (str) to lists of values (bytes). Returns None\n"
+"when qs is not an exact ASCII str (the caller's Python code then parses it).");
+
+static PyObject *
+parse_qs(PyObject *module, PyObject *qs)
+{
+    if (!PyUnicode_CheckExact(qs) || !PyUnicode_IS_ASCII(qs)) {
+        Py_RETURN_NONE;
+    }
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(qs);
+    Py_ssize_t length = PyUnicode_GET_LENGTH(qs);
+    PyObject *result = PyDict_New();
+    if (result == NULL) {
+        return NULL;
+    }
+    char small[256];
+    char *buffer = small;
+    if (length > (Py_ssize_t)sizeof(small)) {
+        buffer = PyMem_Malloc(length);
+        if (buffer == NULL) {
+            Py_DECREF(result);
+            return PyErr_NoMemory();
+        }
+    }
+    Py_ssize_t start = 0;
+    while (start <= length) {
+        const char *amp = memchr(text + start, '&', length - start);
+        Py_ssize_t end = amp == NULL ? length : amp - text;
+        if (end > start) {
+            const char *pair = text + start;
+            Py_ssize_t pair_length = end - start;
+            const char *equals = memchr(pair, '=', pair_length);
+            Py_ssize_t name_length = equals == NULL ? pair_length : equals - pair;
+            Py_ssize_t n = form_decode(pair, name_length, buffer);
+            PyObject *name = PyUnicode_DecodeLatin1(buffer, n, NULL);
+            if (name == NULL) {
+                goto error;
+            }
+            n = 0;
+            if (equals != NULL) {
+                n = form_decode(equals + 1, pair_length - name_length - 1, buffer);
+            }
+            PyObject *value = PyBytes_FromStringAndSize(buffer, n);
+            if (value == NULL) {
+                Py_DECREF(name);
+                goto error;
+            }
+            PyObject *values = PyDict_GetItemWithError(result, name);
+            int failed;
+            if (values != NULL) {
+                failed = PyList_Append(values, value);
+            }
+            else if (PyErr_Occurred()) {
+                failed = -1;
+            }
+            else {
+                values = PyList_New(1);
+                if (values == NULL) {
+                    failed = -1;
+                }
+                else {
+                    Py_INCREF(value);
+                    PyList_SET_ITEM(values, 0, value);
+                    failed = PyDict_SetItem(result, name, values);
+                    Py_DECREF(values);
+                }
+            }
+            Py_DECREF(name);
+            Py_DECREF(value);
+            if (failed < 0) {
+                goto error;
+            }
+        }
+        start = end + 1;
+    }
+    if (buffer != small) {
+        PyMem_Free(buffer);
+    }
+    return result;
+
+error:
+    if (buffer != small) {
+        PyMem_Free(buffer);
+    }
+    Py_DECREF(result);
+    return NULL;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"xhtml_escape", (PyCFunction)(void (*)(void))xhtml_escape, METH_FASTCALL, xhtml_escape_doc},
     {"header_lines", header_lines, METH_O, header_lines_doc},
+    {"parse_qs", parse_qs, METH_O, parse_qs_doc},
     {NULL, NULL, 0, NULL},
 };
 

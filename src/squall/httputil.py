@@ -41,6 +41,7 @@ from typing import (
 )
 
 from squall import _abnf
+from squall.escape import _speedups
 from squall.util import ObjectDict
 
 if TYPE_CHECKING:
@@ -681,11 +682,23 @@ def set_parse_body_config(config: ParseBodyConfig) -> None:
     _DEFAULT_PARSE_BODY_CONFIG = config
 
 
+# The same parse in C for ASCII text (None when squall._speedups is not built).
+_c_parse_qs = _speedups.parse_qs if _speedups is not None else None
+
+
 def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
     """Parse a query string or urlencoded body as Tornado does: names are
     str (the percent-decoded bytes read as latin-1), values bytes."""
     if qs.count("&") >= max_fields:
         raise HTTPInputError("Max number of fields exceeded")
+    if _c_parse_qs is not None:
+        parsed = _c_parse_qs(qs)
+        if parsed is not None:
+            return parsed  # type: ignore[no-any-return]
+    if not qs.isascii() and max(qs) > "\xff":
+        # Not from the network (which gives Latin-1 text): a request built
+        # by hand. Its values could not be the bytes they stand for.
+        raise HTTPInputError(f"Query string has characters beyond Latin-1: {qs[:40]!r}")
     result: Dict[str, List[bytes]] = {}
     if "%" not in qs and "+" not in qs:
         # Nothing to decode (the usual ``?page=2&sort=name``): split it

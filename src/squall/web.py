@@ -129,6 +129,8 @@ _DEFAULT_CONTENT_TYPE = "text/html; charset=UTF-8"
 # Methods that must not change state (RFC 9110 section 9.2.1): they skip the
 # XSRF and cross-origin checks.
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+# UTF-8 decoding of a path group (TypeError for None or str groups).
+_decode_utf8 = bytes.decode
 # Statuses whose responses never carry a body (RFC 9110 sections 15.3.5, 15.4.5).
 _BODILESS_STATUSES = frozenset((204, 304))
 # Methods whose 200 responses get an automatic ETag (and may become a 304).
@@ -1406,8 +1408,9 @@ class RequestHandler:
                 path_args = None
                 if type(self).decode_argument is _decode_argument:
                     try:
-                        path_args = [arg.decode("utf-8") for arg in args]
-                    except (AttributeError, UnicodeDecodeError):
+                        # map() runs in C: no comprehension frame.
+                        path_args = list(map(_decode_utf8, args))
+                    except (TypeError, UnicodeDecodeError):
                         pass  # None or str groups, or bad UTF-8: below
                 if path_args is None:
                     decode = self.decode_argument
