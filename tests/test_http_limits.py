@@ -82,6 +82,12 @@ CASES = [
         "Only integer Content-Length",
     ),
     (
+        "Content-Length beyond 2**63 - 1",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999999999999999\r\n\r\nok",
+        400,
+        "Content-Length too large",
+    ),
+    (
         "chunked twice",
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
@@ -194,6 +200,19 @@ def test_default_header_limit_is_64k(caplog):
 
     run(main())
     check_logged_once(caplog, "Unsatisfiable read, closing connection: request head of")
+
+
+@pytest.mark.parametrize("length", ["5", "0" * 18 + "5", "0" * 40 + "5"])
+def test_content_length_with_leading_zeros(length):
+    # Up to 18 digits the server reads the value itself; longer values go
+    # through the full parser, which also takes them when they are small.
+    async def main():
+        async with serving(hello_app) as port:
+            request = b"POST /z HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\nhello"
+            status, _, body = await raw_exchange(port, request % length.encode())
+            assert (status, body) == (200, b"hello /z 5")
+
+    run(main())
 
 
 def test_body_too_large_by_content_length(caplog):

@@ -77,6 +77,8 @@ MAX_BODY_SIZE = 100 * 1024 * 1024
 # (large_client_header_buffers, 8k) and Apache (LimitRequestLine, 8190).
 # Beyond it the request is answered 414 (RFC 9110 15.5.15).
 MAX_URL_SIZE = 8190
+# A Content-Length of fewer digits than this is within the allowed maximum.
+_SAFE_LENGTH_DIGITS = len(str(_abnf.MAX_CONTENT_LENGTH))
 # A body sent with its response head is copied onto the head below this
 # size (one buffer to write); from this size on it stays a buffer of its
 # own, and the two leave in one writelines (writev on uvloop): copying more
@@ -1044,10 +1046,19 @@ class _ServerProtocol(asyncio.Protocol):
                 rc._chunked_in = True
                 rc._read_done = False
         elif content_length is not None:
-            try:
-                length = _abnf.parse_content_length(content_length)
-            except ValueError as e:
-                self._head_error(400, f"{_NOT_DIGITS}: {e}")
+            if (
+                content_length.isdigit()
+                and content_length.isascii()
+                and len(content_length) < _SAFE_LENGTH_DIGITS
+            ):
+                # The usual value, fewer digits than the largest allowed:
+                # what parse_content_length gives, without its calls.
+                length = int(content_length)
+            else:
+                try:
+                    length = _abnf.parse_content_length(content_length)
+                except ValueError as e:
+                    self._head_error(400, f"{_NOT_DIGITS}: {e}")
             if length:
                 rc._content_length = length
                 rc._read_done = False
