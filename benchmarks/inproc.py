@@ -41,6 +41,15 @@ REQUESTS = {
     "echo-10k": b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
     % (len(BODY), BODY),
     "template": b"GET /template HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    # /plaintext with the dozen headers a browser sends (the suite's
+    # requests, from wrk, carry only Host): the per-header cost.
+    "browser": b"GET /plaintext HTTP/1.1\r\nHost: localhost:8888\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"Connection: keep-alive\r\nUpgrade-Insecure-Requests: 1\r\nSec-Fetch-Dest: document\r\n"
+    b"Sec-Fetch-Mode: navigate\r\nSec-Fetch-Site: none\r\nSec-Fetch-User: ?1\r\n"
+    b"Cookie: session=abc123; theme=dark\r\n\r\n",
     "static-1m": b"GET /static/1mb.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
 }
 # The static file of the suite's static-1m endpoint (1 MB), in a directory

@@ -280,3 +280,74 @@ def test_parse_qs_bytes_rejects_text_beyond_latin1() -> None:
     )
     with pytest.raises(httputil.HTTPInputError, match="beyond Latin-1"):
         request.arguments
+
+
+# -- request headers: pair_appender and build_headers ---------------------------
+
+
+def test_roles_are_numbered_as_the_c_module_expects() -> None:
+    assert (
+        _http1server._OTHER,
+        _http1server._CONTENT_LENGTH,
+        _http1server._TRANSFER_ENCODING,
+        _http1server._CONNECTION,
+        _http1server._EXPECT,
+        _http1server._CONTENT_ENCODING,
+    ) == (0, 1, 2, 3, 4, 5)
+
+
+@needs_c
+def test_pair_appender_appends_both() -> None:
+    items: list[Any] = []
+    append = speedups.pair_appender(items)
+    assert append(b"Host", b"x") is None
+    append(b"X", b"")
+    assert items == [b"Host", b"x", b"X", b""]
+    with pytest.raises(TypeError, match="expected 2 arguments, got 1"):
+        append(b"Host")
+    with pytest.raises(TypeError, match="must be list, not tuple"):
+        speedups.pair_appender(())
+
+
+raw_header_name = st.sampled_from(
+    [b"Host", b"host", b"Content-Length", b"content-length", b"Transfer-Encoding",
+     b"Connection", b"connection", b"Expect", b"Content-Encoding", b"X-Thing", b"Cookie"]
+)
+raw_header_value = st.binary(max_size=12).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+@needs_c
+@given(st.lists(st.tuples(raw_header_name, raw_header_value), max_size=8))
+def test_build_headers_is_the_python_build(pairs: list[tuple[bytes, bytes]]) -> None:
+    raw = [item for pair in pairs for item in pair]
+    expected = _http1server._python_build_headers(raw)  # also fills the name cache
+    built = speedups.build_headers(raw, _http1server._wire_names)
+    assert built == expected
+    # Same order of names, and values stored like any str Python makes.
+    assert list(built[0]) == list(expected[0])
+    for values, other in zip(built[0].values(), expected[0].values()):
+        assert [hash(v) for v in values] == [hash(v) for v in other]
+
+
+@needs_c
+def test_build_headers_defers_and_checks() -> None:
+    names = {b"Host": ("Host", 0), b"Connection": ("Connection", 3)}
+    assert speedups.build_headers([b"Host", b"x", b"Unknown", b"y"], names) is None
+    assert speedups.build_headers([b"Host"], names) is None  # odd length
+    assert speedups.build_headers((b"Host", b"x"), names) is None
+    assert speedups.build_headers([b"Host", "x"], names) is None
+    assert speedups.build_headers([b"Host", b"x"], {b"Host": ["Host", 0]}) is None
+    built = speedups.build_headers(
+        [b"Connection", b"keep-alive \t", b"Host", b"a\xe9", b"Connection", b"Upgrade"], names
+    )
+    assert built == (
+        {"Connection": ["keep-alive", "Upgrade"], "Host": ["a\u00e9"]},
+        None,
+        None,
+        "keep-alive,Upgrade",
+        None,
+        None,
+    )
+    assert speedups.build_headers([], names) == ({}, None, None, None, None, None)
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        speedups.build_headers([])

@@ -156,6 +156,58 @@ def _wire_name(raw: bytes) -> tuple[str, int]:
     return info
 
 
+_HeaderParts = tuple[
+    dict[str, list[str]], Optional[str], Optional[str], Optional[str], Optional[str], Optional[str]
+]
+
+
+def _python_build_headers(raw: list) -> _HeaderParts:
+    """A request's headers from the parser's alternating names and values:
+    (as_list, content_length, transfer_encoding, connection, expect,
+    content_encoding), each role's value being its last one (connection:
+    all, joined by commas) or None. squall._speedups.build_headers gives the
+    same for names already in ``_wire_names``."""
+    as_list: dict[str, list[str]] = {}
+    content_length = None
+    transfer_encoding = None
+    connection = None
+    expect = None
+    content_encoding = None
+    names = _wire_names
+    pairs = iter(raw)
+    for raw_name, raw_value in zip(pairs, pairs):
+        info = names.get(raw_name)
+        if info is None:
+            info = _wire_name(raw_name)
+        name, role = info
+        value = raw_value.decode("latin-1")
+        if value[-1:] in _OWS:
+            # llhttp drops leading whitespace, not trailing (RFC 9110 5.5).
+            value = value.rstrip(" \t")
+        values = as_list.get(name)
+        if values is None:
+            as_list[name] = [value]
+        else:
+            values.append(value)
+        if role:
+            if role == _CONTENT_LENGTH:
+                content_length = value
+            elif role == _TRANSFER_ENCODING:
+                transfer_encoding = value
+            elif role == _CONNECTION:
+                connection = value if connection is None else f"{connection},{value}"
+            elif role == _EXPECT:
+                expect = value
+            else:
+                content_encoding = value
+    return as_list, content_length, transfer_encoding, connection, expect, content_encoding
+
+
+# The C versions (squall._speedups numbers the roles as above).
+_pair_appender = _speedups.pair_appender if _speedups is not None else None
+_build_headers = _speedups.build_headers if _speedups is not None else None
+
+
 _METHODS: dict[bytes, str] = {}
 _VERSIONS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
@@ -718,6 +770,7 @@ class _ServerProtocol(asyncio.Protocol):
         "_parser",
         "_url",
         "_raw_headers",
+        "_header_sink",
         "_pstate",
         "_head_bytes",
         "_last_len",
@@ -788,7 +841,12 @@ class _ServerProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._pstate = _IDLE
         self._url = b""
+        # The current head's header names and values, alternating, as the
+        # parser reports them (through _header_sink).
         self._raw_headers: list = []
+        self._header_sink = (
+            _pair_appender(self._raw_headers) if _pair_appender is not None else self._append_header
+        )
         self._head_bytes = 0
         self._last_len = 0
         self._closed = False
@@ -933,8 +991,16 @@ class _ServerProtocol(asyncio.Protocol):
         if self._tx is None:
             self._deadline = self._loop.time() + self._header_timeout
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._raw_headers.append((name, value))
+    @property
+    def on_header(self) -> Callable[[bytes, bytes], None]:
+        # httptools reads the callback once per parser: a C function bound
+        # to the list when squall._speedups is built.
+        return self._header_sink
+
+    def _append_header(self, name: bytes, value: bytes) -> None:
+        raw = self._raw_headers
+        raw.append(name)
+        raw.append(value)
 
     def on_body(self, body: bytes) -> None:
         if self._backlog is None:
@@ -977,41 +1043,13 @@ class _ServerProtocol(asyncio.Protocol):
         if len(url) > MAX_URL_SIZE:
             self._head_error(414, f"Request-target too long ({len(url)} bytes)")
         raw = self._raw_headers
-        self._raw_headers = []
         if self._head_bytes + self._last_len > self._max_header_size:
             self._check_head_size(method, url, raw)
-        as_list: dict[str, list[str]] = {}
-        content_length = None
-        transfer_encoding = None
-        connection = None
-        expect = None
-        content_encoding = None
-        names = _wire_names
-        for raw_name, raw_value in raw:
-            info = names.get(raw_name)
-            if info is None:
-                info = _wire_name(raw_name)
-            name, role = info
-            value = raw_value.decode("latin-1")
-            if value[-1:] in _OWS:
-                # llhttp drops leading whitespace, not trailing (RFC 9110 5.5).
-                value = value.rstrip(" \t")
-            values = as_list.get(name)
-            if values is None:
-                as_list[name] = [value]
-            else:
-                values.append(value)
-            if role:
-                if role == _CONTENT_LENGTH:
-                    content_length = value
-                elif role == _TRANSFER_ENCODING:
-                    transfer_encoding = value
-                elif role == _CONNECTION:
-                    connection = value if connection is None else f"{connection},{value}"
-                elif role == _EXPECT:
-                    expect = value
-                else:
-                    content_encoding = value
+        built = _build_headers(raw, _wire_names) if _build_headers is not None else None
+        if built is None:
+            built = _python_build_headers(raw)
+        as_list, content_length, transfer_encoding, connection, expect, content_encoding = built
+        raw.clear()
         # The names and values were checked by llhttp against the grammar,
         # so the headers are assembled without HTTPHeaders.add's checks.
         headers = HTTPHeaders.__new__(HTTPHeaders)
@@ -1084,9 +1122,9 @@ class _ServerProtocol(asyncio.Protocol):
         # Only reached when the reads that carried this head were large:
         # count the head's bytes exactly (request line and "name: value"
         # lines with their CRLFs).
-        size = len(method) + len(url) + 12
-        for name, value in raw:
-            size += len(name) + len(value) + 4
+        size = len(method) + len(url) + 12 + 2 * len(raw)
+        for name_or_value in raw:
+            size += len(name_or_value)
         if size > self._max_header_size:
             self._head_error(431, _head_too_large(size, self._max_header_size))
 
@@ -1622,6 +1660,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._method_override = method
         self._pstate = _IDLE
         self._partial = None
+        # Headers of the refused attempt: they are parsed again.
+        self._raw_headers.clear()
         self._parser = httptools.HttpRequestParser(self)
         # The head had bare LFs: its body's chunk lines may too.
         self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)

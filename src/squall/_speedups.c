@@ -18,6 +18,10 @@
  * parse_qs(qs): a query string or form body into {name: [value bytes]}, as
  * urllib.parse.parse_qsl reads it, in one pass (parse_qsl splits, replaces
  * and unquotes each piece in Python).
+ *
+ * pair_appender(list) and build_headers(raw, names): the request header
+ * callback the parser calls once per header, and the assembly of the
+ * headers once the head is complete, without a Python frame per header.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -366,10 +370,189 @@ error:
     return NULL;
 }
 
+/* The server's request header callback: appends the name and the value
+ * (two items, no tuple) to the list it is bound to. */
+static PyObject *
+append_pair(PyObject *list, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "expected 2 arguments, got %zd", nargs);
+        return NULL;
+    }
+    if (PyList_Append(list, args[0]) < 0 || PyList_Append(list, args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef append_pair_def = {
+    "append_pair", (PyCFunction)(void (*)(void))append_pair, METH_FASTCALL,
+    "append_pair(name, value, /)\n--\n\nAppend name and value to the bound list.",
+};
+
+PyDoc_STRVAR(pair_appender_doc,
+"pair_appender(items, /)\n--\n\n"
+"A callable taking (name, value) that appends both, in that order, to the\n"
+"list items: the request parser's header callback, without a Python frame.");
+
+static PyObject *
+pair_appender(PyObject *module, PyObject *items)
+{
+    if (!PyList_CheckExact(items)) {
+        PyErr_Format(PyExc_TypeError, "pair_appender() argument must be list, not %.200s",
+                     Py_TYPE(items)->tp_name);
+        return NULL;
+    }
+    return PyCFunction_NewEx(&append_pair_def, items, NULL);
+}
+
+/* The roles of header names, as squall._http1server numbers them. */
+enum { ROLE_OTHER, ROLE_CONTENT_LENGTH, ROLE_TRANSFER_ENCODING, ROLE_CONNECTION,
+       ROLE_EXPECT, ROLE_CONTENT_ENCODING, ROLE_COUNT };
+
+PyDoc_STRVAR(build_headers_doc,
+"build_headers(raw, names, /)\n--\n\n"
+"Assemble a request's headers from raw, a flat list of name and value\n"
+"bytes as the parser gave them. names maps each raw name to a tuple\n"
+"(normalized name, role). Values are read as Latin-1 without trailing\n"
+"spaces and tabs. Returns (as_list, content_length, transfer_encoding,\n"
+"connection, expect, content_encoding): the dict of names to lists of\n"
+"values, then the last value of each role (connection: all of them,\n"
+"joined by commas) or None. Returns None when a name is not in names or\n"
+"anything has another shape (the caller's Python code then does it).");
+
+static PyObject *
+build_headers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "build_headers() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *raw = args[0], *names = args[1];
+    if (!PyList_CheckExact(raw) || !PyDict_CheckExact(names) || PyList_GET_SIZE(raw) % 2) {
+        Py_RETURN_NONE;
+    }
+    /* Every name must be known first: nothing is built for a deferral. */
+    Py_ssize_t count = PyList_GET_SIZE(raw);
+    for (Py_ssize_t i = 0; i < count; i += 2) {
+        PyObject *raw_name = PyList_GET_ITEM(raw, i);
+        PyObject *raw_value = PyList_GET_ITEM(raw, i + 1);
+        if (!PyBytes_CheckExact(raw_name) || !PyBytes_CheckExact(raw_value)) {
+            Py_RETURN_NONE;
+        }
+        PyObject *info = PyDict_GetItemWithError(names, raw_name);
+        if (info == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        if (!PyTuple_CheckExact(info) || PyTuple_GET_SIZE(info) != 2
+                || !PyUnicode_CheckExact(PyTuple_GET_ITEM(info, 0))
+                || !PyLong_CheckExact(PyTuple_GET_ITEM(info, 1))) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *as_list = PyDict_New();
+    if (as_list == NULL) {
+        return NULL;
+    }
+    PyObject *roles[ROLE_COUNT] = {NULL};
+    for (Py_ssize_t i = 0; i < count; i += 2) {
+        PyObject *raw_name = PyList_GET_ITEM(raw, i);
+        PyObject *raw_value = PyList_GET_ITEM(raw, i + 1);
+        PyObject *info = PyDict_GetItemWithError(names, raw_name);
+        if (info == NULL) {
+            /* names changed under us: only possible through a hash that
+             * runs Python code, which bytes keys do not have. */
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_RuntimeError, "header name cache changed");
+            }
+            goto error;
+        }
+        PyObject *name = PyTuple_GET_ITEM(info, 0);
+        long role = PyLong_AsLong(PyTuple_GET_ITEM(info, 1));
+        if (role == -1 && PyErr_Occurred()) {
+            goto error;
+        }
+        const char *data = PyBytes_AS_STRING(raw_value);
+        Py_ssize_t length = PyBytes_GET_SIZE(raw_value);
+        /* llhttp drops leading whitespace, not trailing (RFC 9110 5.5). */
+        while (length > 0 && (data[length - 1] == ' ' || data[length - 1] == '\t')) {
+            length--;
+        }
+        PyObject *value = PyUnicode_DecodeLatin1(data, length, NULL);
+        if (value == NULL) {
+            goto error;
+        }
+        PyObject *values = PyDict_GetItemWithError(as_list, name);
+        int failed;
+        if (values != NULL) {
+            failed = PyList_Append(values, value);
+        }
+        else if (PyErr_Occurred()) {
+            failed = -1;
+        }
+        else {
+            values = PyList_New(1);
+            if (values == NULL) {
+                failed = -1;
+            }
+            else {
+                Py_INCREF(value);
+                PyList_SET_ITEM(values, 0, value);
+                failed = PyDict_SetItem(as_list, name, values);
+                Py_DECREF(values);
+            }
+        }
+        if (failed == 0 && role > ROLE_OTHER && role < ROLE_COUNT) {
+            PyObject *previous = roles[role];
+            if (role == ROLE_CONNECTION && previous != NULL) {
+                roles[role] = PyUnicode_FromFormat("%U,%U", previous, value);
+                Py_DECREF(previous);
+                if (roles[role] == NULL) {
+                    failed = -1;
+                }
+            }
+            else {
+                Py_INCREF(value);
+                roles[role] = value;
+                Py_XDECREF(previous);
+            }
+        }
+        Py_DECREF(value);
+        if (failed < 0) {
+            goto error;
+        }
+    }
+    PyObject *result = PyTuple_New(ROLE_COUNT);
+    if (result == NULL) {
+        goto error;
+    }
+    PyTuple_SET_ITEM(result, 0, as_list);
+    for (int role = 1; role < ROLE_COUNT; role++) {
+        PyObject *value = roles[role] != NULL ? roles[role] : Py_None;
+        if (roles[role] == NULL) {
+            Py_INCREF(Py_None);
+        }
+        PyTuple_SET_ITEM(result, role, value);
+    }
+    return result;
+
+error:
+    for (int role = 0; role < ROLE_COUNT; role++) {
+        Py_XDECREF(roles[role]);
+    }
+    Py_DECREF(as_list);
+    return NULL;
+}
+
 static PyMethodDef speedups_methods[] = {
     {"xhtml_escape", (PyCFunction)(void (*)(void))xhtml_escape, METH_FASTCALL, xhtml_escape_doc},
     {"header_lines", header_lines, METH_O, header_lines_doc},
     {"parse_qs", parse_qs, METH_O, parse_qs_doc},
+    {"pair_appender", pair_appender, METH_O, pair_appender_doc},
+    {"build_headers", (PyCFunction)(void (*)(void))build_headers, METH_FASTCALL, build_headers_doc},
     {NULL, NULL, 0, NULL},
 };
 
