@@ -230,7 +230,7 @@ def _parse_qsl_dict(qs: str) -> dict[str, list[bytes]]:
 @needs_c
 @given(st.text(alphabet=st.sampled_from("ab=&+%09AFfgz;/ "), max_size=40))
 def test_parse_qs_is_parse_qsl(qs: str) -> None:
-    assert speedups.parse_qs(qs) == _parse_qsl_dict(qs)
+    assert speedups.parse_qs(qs, 1000) == _parse_qsl_dict(qs)
 
 
 @needs_c
@@ -250,17 +250,31 @@ def test_parse_qs_is_parse_qsl(qs: str) -> None:
     ],
 )
 def test_parse_qs_edge_cases(qs: str) -> None:
-    parsed = speedups.parse_qs(qs)
+    parsed = speedups.parse_qs(qs, 1000)
     assert parsed == _parse_qsl_dict(qs)
     assert list(parsed) == list(_parse_qsl_dict(qs))  # first-seen order
 
 
 @needs_c
 def test_parse_qs_defers_on_non_ascii() -> None:
-    assert speedups.parse_qs("\u00e9=1") is None
-    assert speedups.parse_qs(b"a=1") is None
+    assert speedups.parse_qs("\u00e9=1", 1000) is None
+    assert speedups.parse_qs(b"a=1", 1000) is None
     # The Python path then answers, as urllib does.
     assert httputil._parse_qs_bytes("\u00e9=%41", 100) == {"\u00e9": [b"A"]}
+
+
+@needs_c
+def test_parse_qs_defers_on_too_many_fields() -> None:
+    # max_fields or more "&": None, and _parse_qs_bytes refuses the text.
+    assert speedups.parse_qs("a&b&c", 3) == {"a": [b""], "b": [b""], "c": [b""]}
+    assert speedups.parse_qs("a&b&c&", 3) is None
+    assert speedups.parse_qs("a", 0) is None
+    with pytest.raises(TypeError, match="takes 2 arguments"):
+        speedups.parse_qs("a")
+    with pytest.raises(httputil.HTTPInputError, match="Max number of fields"):
+        httputil._parse_qs_bytes("a&b&c&", 3)
+    with pytest.raises(httputil.HTTPInputError, match="Max number of fields"):
+        httputil._parse_qs_bytes("a", 0)
 
 
 @given(st.text(alphabet=st.sampled_from("ab=&+%09AFfgz\u00e9 "), max_size=40))

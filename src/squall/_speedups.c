@@ -279,16 +279,26 @@ form_decode(const char *text, Py_ssize_t length, char *out)
 }
 
 PyDoc_STRVAR(parse_qs_doc,
-"parse_qs(qs, /)\n--\n\n"
+"parse_qs(qs, max_fields, /)\n--\n\n"
 "Parse an ASCII query string or urlencoded body as\n"
 "urllib.parse.parse_qsl(qs, keep_blank_values=True, encoding='latin-1')\n"
 "does, into a dict of names (str) to lists of values (bytes). Returns None\n"
-"when qs is not an exact ASCII str (the caller's Python code then parses it).");
+"when qs is not an exact ASCII str or has max_fields or more '&' (the\n"
+"caller's Python code then parses it, or refuses it).");
 
 static PyObject *
-parse_qs(PyObject *module, PyObject *qs)
+parse_qs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (!PyUnicode_CheckExact(qs) || !PyUnicode_IS_ASCII(qs)) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "parse_qs() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *qs = args[0];
+    Py_ssize_t max_fields = PyLong_AsSsize_t(args[1]);
+    if (max_fields == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyUnicode_CheckExact(qs) || !PyUnicode_IS_ASCII(qs) || max_fields <= 0) {
         Py_RETURN_NONE;
     }
     const char *text = (const char *)PyUnicode_1BYTE_DATA(qs);
@@ -307,9 +317,18 @@ parse_qs(PyObject *module, PyObject *qs)
         }
     }
     Py_ssize_t start = 0;
+    Py_ssize_t separators = 0;
     while (start <= length) {
         const char *amp = memchr(text + start, '&', length - start);
         Py_ssize_t end = amp == NULL ? length : amp - text;
+        if (amp != NULL && ++separators >= max_fields) {
+            /* Too many fields: the caller refuses the whole text. */
+            if (buffer != small) {
+                PyMem_Free(buffer);
+            }
+            Py_DECREF(result);
+            Py_RETURN_NONE;
+        }
         if (end > start) {
             const char *pair = text + start;
             Py_ssize_t pair_length = end - start;
@@ -550,7 +569,7 @@ error:
 static PyMethodDef speedups_methods[] = {
     {"xhtml_escape", (PyCFunction)(void (*)(void))xhtml_escape, METH_FASTCALL, xhtml_escape_doc},
     {"header_lines", header_lines, METH_O, header_lines_doc},
-    {"parse_qs", parse_qs, METH_O, parse_qs_doc},
+    {"parse_qs", (PyCFunction)(void (*)(void))parse_qs, METH_FASTCALL, parse_qs_doc},
     {"pair_appender", pair_appender, METH_O, pair_appender_doc},
     {"build_headers", (PyCFunction)(void (*)(void))build_headers, METH_FASTCALL, build_headers_doc},
     {NULL, NULL, 0, NULL},

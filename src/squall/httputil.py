@@ -689,12 +689,13 @@ _c_parse_qs = _speedups.parse_qs if _speedups is not None else None
 def _parse_qs_bytes(qs: str, max_fields: int) -> Dict[str, List[bytes]]:
     """Parse a query string or urlencoded body as Tornado does: names are
     str (the percent-decoded bytes read as latin-1), values bytes."""
-    if qs.count("&") >= max_fields:
-        raise HTTPInputError("Max number of fields exceeded")
     if _c_parse_qs is not None:
-        parsed = _c_parse_qs(qs)
+        # None for too many fields or text beyond ASCII: checked below.
+        parsed = _c_parse_qs(qs, max_fields)
         if parsed is not None:
             return parsed  # type: ignore[no-any-return]
+    if qs.count("&") >= max_fields:
+        raise HTTPInputError("Max number of fields exceeded")
     if not qs.isascii() and max(qs) > "\xff":
         # Not from the network (which gives Latin-1 text): a request built
         # by hand. Its values could not be the bytes they stand for.
