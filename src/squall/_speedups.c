@@ -237,6 +237,29 @@ header_lines(PyObject *module, PyObject *as_list)
     return result;
 }
 
+/* Appends value to the list under key in the dict of lists, making the
+ * list on the key's first value. 0 on success, -1 with an exception set. */
+static int
+append_value(PyObject *dict, PyObject *key, PyObject *value)
+{
+    PyObject *values = PyDict_GetItemWithError(dict, key);
+    if (values != NULL) {
+        return PyList_Append(values, value);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    values = PyList_New(1);
+    if (values == NULL) {
+        return -1;
+    }
+    Py_INCREF(value);
+    PyList_SET_ITEM(values, 0, value);
+    int failed = PyDict_SetItem(dict, key, values);
+    Py_DECREF(values);
+    return failed;
+}
+
 /* The value of a hex digit, or -1. */
 static int
 hex_value(unsigned char c)
@@ -348,26 +371,7 @@ parse_qs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(name);
                 goto error;
             }
-            PyObject *values = PyDict_GetItemWithError(result, name);
-            int failed;
-            if (values != NULL) {
-                failed = PyList_Append(values, value);
-            }
-            else if (PyErr_Occurred()) {
-                failed = -1;
-            }
-            else {
-                values = PyList_New(1);
-                if (values == NULL) {
-                    failed = -1;
-                }
-                else {
-                    Py_INCREF(value);
-                    PyList_SET_ITEM(values, 0, value);
-                    failed = PyDict_SetItem(result, name, values);
-                    Py_DECREF(values);
-                }
-            }
+            int failed = append_value(result, name, value);
             Py_DECREF(name);
             Py_DECREF(value);
             if (failed < 0) {
@@ -504,26 +508,7 @@ build_headers(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (value == NULL) {
             goto error;
         }
-        PyObject *values = PyDict_GetItemWithError(as_list, name);
-        int failed;
-        if (values != NULL) {
-            failed = PyList_Append(values, value);
-        }
-        else if (PyErr_Occurred()) {
-            failed = -1;
-        }
-        else {
-            values = PyList_New(1);
-            if (values == NULL) {
-                failed = -1;
-            }
-            else {
-                Py_INCREF(value);
-                PyList_SET_ITEM(values, 0, value);
-                failed = PyDict_SetItem(as_list, name, values);
-                Py_DECREF(values);
-            }
-        }
+        int failed = append_value(as_list, name, value);
         if (failed == 0 && role > ROLE_OTHER && role < ROLE_COUNT) {
             PyObject *previous = roles[role];
             if (role == ROLE_CONNECTION && previous != NULL) {
