@@ -100,3 +100,27 @@ def test_head_request_sends_no_body(loop_name: str) -> None:
         writer.close()
 
     run(loop_name, main)
+
+
+def test_mutable_body_is_copied_before_write_headers_returns(loop_name: str) -> None:
+    # A bytearray handed to write_headers may be changed by its owner right
+    # after the call; the response must carry the bytes at call time.
+    from squall.httputil import HTTPHeaders, ResponseStartLine
+
+    size = LIMIT * 4
+
+    def app(request: Any) -> None:
+        body = bytearray(b"a" * size)
+        headers = HTTPHeaders({"Content-Length": str(size)})
+        request.connection.write_headers(ResponseStartLine("HTTP/1.1", 200, "OK"), headers, body)
+        body[:] = b"b" * size
+        request.connection.finish()
+
+    async def main() -> None:
+        port = listen(HTTPServer(app))
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await read_one(reader) == b"a" * size
+        writer.close()
+
+    run(loop_name, main)

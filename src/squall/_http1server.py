@@ -575,7 +575,9 @@ class _RequestConnection(HTTPConnection):
             if remaining is not None and remaining >= len(chunk) and not self._no_body:
                 # The usual response: the whole body in this call.
                 self._remaining = remaining - len(chunk)
-                if len(chunk) < _COPY_LIMIT:
+                if len(chunk) < _COPY_LIMIT or type(chunk) is not bytes:
+                    # (A bytearray or memoryview is copied now: the caller
+                    # may change it once this returns.)
                     data += chunk
                 else:
                     body = chunk
