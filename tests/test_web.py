@@ -1155,3 +1155,79 @@ def test_access_log_follows_level_changes_and_disabling() -> None:
         ["404", "GET", "/missing"],
         ["200", "GET", "/hello"],
     ]
+
+
+# -- the application router hands route parameters on as given ---------------
+
+
+def test_route_parameters_reach_handlers_routers_and_overrides() -> None:
+    from squall.routing import PathMatches, Rule, RuleRouter
+
+    class Args(RequestHandler):
+        def initialize(self, tag: str = "") -> None:
+            self.tag = tag
+
+        def get(self, *args: str, **kwargs: str) -> None:
+            self.write({"tag": self.tag, "args": list(args), "kwargs": kwargs})
+
+    seen: list[dict[str, Any]] = []
+
+    class Recording(RuleRouter):
+        def find_handler(self, request: Any, **kwargs: Any) -> Any:
+            seen.append(kwargs)
+            return super().find_handler(request, **kwargs)
+
+    def answer(request: Any) -> None:
+        from squall.httputil import HTTPHeaders, ResponseStartLine
+
+        body = b"inner"
+        request.connection.write_headers(
+            ResponseStartLine("HTTP/1.1", 200, "OK"),
+            HTTPHeaders({"Content-Length": str(len(body))}),
+            body,
+        )
+        request.connection.finish()
+
+    inner = Recording([Rule(PathMatches(r"/nested/.*"), answer)])
+
+    class Delegating(Application):
+        calls: list[tuple[Any, ...]] = []
+
+        def get_handler_delegate(  # type: ignore[override]
+            self, request: Any, target_class: Any, target_kwargs: Any = None,
+            path_args: Any = None, path_kwargs: Any = None,
+        ) -> Any:
+            self.calls.append((target_class.__name__, target_kwargs, path_args, path_kwargs))
+            return super().get_handler_delegate(
+                request, target_class, target_kwargs, path_args, path_kwargs
+            )
+
+    handlers = [
+        (r"/plain", Args),
+        (r"/kw", Args, {"tag": "kw"}),
+        (r"/user/(\d+)/(\w+)", Args),
+        (r"/named/(?P<name>\w+)", Args, {"tag": "named"}),
+        (r"/nested/(\d+)", inner),
+    ]
+
+    async def main() -> None:
+        async with serving(Application(handlers)) as port:
+            assert (await fetch(port, "/plain")).json() == {"tag": "", "args": [], "kwargs": {}}
+            assert (await fetch(port, "/kw")).json()["tag"] == "kw"
+            assert (await fetch(port, "/user/42/ann")).json()["args"] == ["42", "ann"]
+            named = (await fetch(port, "/named/bob")).json()
+            assert named == {"tag": "named", "args": [], "kwargs": {"name": "bob"}}
+            assert (await fetch(port, "/nested/7")).body == b"inner"
+            assert seen == [{"path_args": [b"7"], "path_kwargs": {}}]
+        app = Delegating(handlers)
+        async with serving(app) as port:
+            assert (await fetch(port, "/user/1/x")).json()["args"] == ["1", "x"]
+            assert (await fetch(port, "/named/al")).json()["kwargs"] == {"name": "al"}
+            assert (await fetch(port, "/plain")).code == 200
+        assert app.calls == [
+            ("Args", None, [b"1", b"x"], {}),
+            ("Args", {"tag": "named"}, [], {"name": b"al"}),
+            ("Args", None, None, None),
+        ]
+
+    asyncio.run(main())

@@ -131,6 +131,8 @@ _DEFAULT_CONTENT_TYPE = "text/html; charset=UTF-8"
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 # UTF-8 decoding of a path group (TypeError for None or str groups).
 _decode_utf8 = bytes.decode
+# A keyword argument not given (None may be given on purpose).
+_NOT_GIVEN: Any = object()
 # Statuses whose responses never carry a body (RFC 9110 sections 15.3.5, 15.4.5).
 _BODILESS_STATUSES = frozenset((204, 304))
 # Methods whose 200 responses get an automatic ETag (and may become a 304).
@@ -2727,9 +2729,18 @@ class _ApplicationRouter(ReversibleRuleRouter):
         return rule
 
     def get_target_delegate(
-        self, target: Any, request: httputil.HTTPServerRequest, **target_params: Any
+        self,
+        target: Any,
+        request: httputil.HTTPServerRequest,
+        target_kwargs: Any = _NOT_GIVEN,
+        path_args: Any = _NOT_GIVEN,
+        path_kwargs: Any = _NOT_GIVEN,
+        **target_params: Any,
     ) -> Optional[httputil.HTTPMessageDelegate]:
-        if isinstance(target, type) and issubclass(target, RequestHandler):
+        # The parameters a rule and PathMatches give are named, so that
+        # Python binds them without building a dict to look them up in.
+        is_handler = isinstance(target, type) and issubclass(target, RequestHandler)
+        if is_handler:
             application = self.application
             if type(application).get_handler_delegate is _default_get_handler_delegate:
                 # What the default get_handler_delegate does, one call fewer.
@@ -2737,11 +2748,19 @@ class _ApplicationRouter(ReversibleRuleRouter):
                     application,
                     request,
                     target,
-                    target_params.get("target_kwargs"),
-                    target_params.get("path_args"),
-                    target_params.get("path_kwargs"),
+                    None if target_kwargs is _NOT_GIVEN else target_kwargs,
+                    None if path_args is _NOT_GIVEN else path_args,
+                    None if path_kwargs is _NOT_GIVEN else path_kwargs,
                 )
-            return application.get_handler_delegate(request, target, **target_params)
+        # Anything else gets the parameters exactly as they were given.
+        if target_kwargs is not _NOT_GIVEN:
+            target_params["target_kwargs"] = target_kwargs
+        if path_args is not _NOT_GIVEN:
+            target_params["path_args"] = path_args
+        if path_kwargs is not _NOT_GIVEN:
+            target_params["path_kwargs"] = path_kwargs
+        if is_handler:
+            return self.application.get_handler_delegate(request, target, **target_params)
         return super().get_target_delegate(target, request, **target_params)
 
 
