@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NoReturn, Optional, 
 import httptools
 
 from squall import _abnf, httputil
-from squall.escape import _speedups
+from squall.util import _speedups
 from squall.httputil import (
     HTTPConnection,
     HTTPHeaders,
@@ -161,19 +161,19 @@ _HeaderParts = tuple[
 ]
 
 
-def _python_build_headers(raw: list) -> _HeaderParts:
+def _python_build_headers(raw: list, names: dict[bytes, tuple[str, int]]) -> _HeaderParts:
     """A request's headers from the parser's alternating names and values:
     (as_list, content_length, transfer_encoding, connection, expect,
     content_encoding), each role's value being its last one (connection:
-    all, joined by commas) or None. squall._speedups.build_headers gives the
-    same for names already in ``_wire_names``."""
+    all, joined by commas) or None. ``names`` is the cache of wire names
+    (``_wire_names``), filled here; squall._speedups.build_headers gives the
+    same for names already in it."""
     as_list: dict[str, list[str]] = {}
     content_length = None
     transfer_encoding = None
     connection = None
     expect = None
     content_encoding = None
-    names = _wire_names
     pairs = iter(raw)
     for raw_name, raw_value in zip(pairs, pairs):
         info = names.get(raw_name)
@@ -203,9 +203,12 @@ def _python_build_headers(raw: list) -> _HeaderParts:
     return as_list, content_length, transfer_encoding, connection, expect, content_encoding
 
 
-# The C versions (squall._speedups numbers the roles as above).
+# The C versions (squall._speedups numbers the roles as above); without them
+# the Python ones. build_headers returns None for what only Python does.
 _pair_appender = _speedups.pair_appender if _speedups is not None else None
-_build_headers = _speedups.build_headers if _speedups is not None else None
+_build_headers: Callable[[list, dict[bytes, tuple[str, int]]], Optional[_HeaderParts]] = (
+    _speedups.build_headers if _speedups is not None else _python_build_headers
+)
 
 
 _METHODS: dict[bytes, str] = {}
@@ -1047,9 +1050,9 @@ class _ServerProtocol(asyncio.Protocol):
         raw = self._raw_headers
         if self._head_bytes + self._last_len > self._max_header_size:
             self._check_head_size(method, url, raw)
-        built = _build_headers(raw, _wire_names) if _build_headers is not None else None
+        built = _build_headers(raw, _wire_names)
         if built is None:
-            built = _python_build_headers(raw)
+            built = _python_build_headers(raw, _wire_names)
         as_list, content_length, transfer_encoding, connection, expect, content_encoding = built
         raw.clear()
         # The names and values were checked by llhttp against the grammar,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, overload
+
+from squall.util import _speedups
 
 __all__ = [
     "xhtml_escape",
@@ -36,20 +37,16 @@ _UNICODE_TYPES = (str, type(None))
 _BYTES_TYPES = (bytes, type(None))
 
 
-def _load_speedups() -> Any:
-    """The optional C module ``squall._speedups``, or ``None`` when it was
-    not built (no compiler at install time) or ``SQUALL_NO_SPEEDUPS`` is set
-    to a non-empty value other than ``0`` in the environment."""
-    if os.environ.get("SQUALL_NO_SPEEDUPS", "0") not in ("", "0"):
-        return None
-    try:
-        from squall import _speedups
-    except ImportError:
-        return None
-    return _speedups
-
-
-_speedups = _load_speedups()
+# html.escape's replacements, "&" first so that no entity is escaped
+# twice: _xhtml_escape_str below, and the inline code templates generate
+# when the C escape is not built.
+_XHTML_REPLACEMENTS = (
+    ("&", "&amp;"),
+    ("<", "&lt;"),
+    (">", "&gt;"),
+    ('"', "&quot;"),
+    ("'", "&#x27;"),
+)
 
 
 def _xhtml_escape_str(value: str) -> str:

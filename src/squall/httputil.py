@@ -41,8 +41,7 @@ from typing import (
 )
 
 from squall import _abnf
-from squall.escape import _speedups
-from squall.util import ObjectDict
+from squall.util import ObjectDict, _speedups
 
 if TYPE_CHECKING:
     from asyncio import Future

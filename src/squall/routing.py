@@ -277,7 +277,7 @@ class RuleRouter(Router):
                         return delegate
                 continue
             if kind is _SegmentIndex:
-                # step.candidates(path), without the call.
+                # The rules that can match a path under its first segment.
                 end = path.find("/", 1)
                 rules = step.by_segment.get(path[1:] if end < 0 else path[1:end])
                 if rules is None:
@@ -371,12 +371,6 @@ class _SegmentIndex:
                 self.by_segment[key] = [
                     rule for rule, other in zip(rules, segments) if other is None or key in other
                 ]
-
-    def candidates(self, path: str) -> list["Rule"]:
-        # (RuleRouter.find_handler has a copy of these lines.)
-        end = path.find("/", 1)
-        found = self.by_segment.get(path[1:] if end < 0 else path[1:end])
-        return self.anywhere if found is None else found
 
 
 # Fewer pattern rules in a row than this are tried one by one: an index

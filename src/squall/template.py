@@ -430,11 +430,11 @@ class _Parser:
 #
 # A template becomes one function that appends ``str`` pieces to a list and
 # encodes their join once: no per-piece UTF-8 round trip. Each ``{{ }}``
-# stores its value in ``_tt_x`` and, with the stock autoescape, escapes an
-# exact ``str`` (the common case) by one call of the C escape from
-# ``squall._speedups`` (``_tt_xe``) or, when that module is not built, with
-# inline code, and outputs an exact ``int`` with ``str()``; any other value, and every value when the caller
-# replaced ``xhtml_escape``, goes through the ``_tt_e`` helper. Only bytes
+# is output, with the stock autoescape, by one call of the C escape from
+# ``squall._speedups`` (``_tt_xe``: an exact ``str`` escaped, an exact
+# ``int`` through ``str()``) or, when that module is not built, by inline
+# code doing the same from ``_tt_x``; any other value, and every value when
+# the caller replaced ``xhtml_escape``, goes through the ``_tt_e`` helper. Only bytes
 # that are not UTF-8 (which raw output passes through untouched) make the
 # list hold anything but ``str``; the join then falls back to encoding piece
 # by piece.
@@ -456,16 +456,9 @@ def _to_bytes(value: Any) -> bytes:
 # Python call frame, and each ``replace`` runs only when its character is
 # there: an ``in`` test is several times cheaper than a ``replace`` call
 # that finds nothing, and most output has no markup characters.
-_XHTML_REPLACEMENTS = (
-    ("&", "&amp;"),
-    ("<", "&lt;"),
-    (">", "&gt;"),
-    ('"', "&quot;"),
-    ("'", "&#x27;"),
-)
 _INLINE_XHTML_ESCAPE = tuple(
     f"if {char!r} in _tt_x: _tt_x = _tt_x.replace({char!r}, {entity!r})"
-    for char, entity in _XHTML_REPLACEMENTS
+    for char, entity in escape._XHTML_REPLACEMENTS
 )
 # Whether generated code outputs each autoescaped value through one call of
 # ``_tt_xe`` (the C escape from squall._speedups: one call beats the five
@@ -585,7 +578,8 @@ def _custom_escaper(function: Callable[[bytes], Any]) -> Callable[[Any], str | b
 # What the generated function's parameters default to: ``_tt_fast`` (the
 # class whose values get the stock escape, inline or by ``_tt_xe``),
 # ``_tt_int`` (the class whose values are output with str() inline: no
-# markup characters), ``_tt_xe`` (the escape of an exact str), ``_tt_e``
+# markup characters), ``_tt_xe`` (the one-call output of a value, see
+# above), ``_tt_e``
 # (autoescape of any other value), ``_tt_str``, ``_tt_r`` (raw output of a
 # non-``str`` value), ``_tt_b`` (a value as bytes for a named autoescape
 # function), ``_tt_u`` (a function's result as a page piece), ``_tt_v`` (an

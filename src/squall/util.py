@@ -12,6 +12,7 @@ import asyncio
 import doctest
 import importlib
 import inspect
+import os
 import re
 import types
 import warnings
@@ -19,6 +20,23 @@ import zlib
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn, Optional, Union
+
+
+def _load_speedups() -> Any:
+    """The optional C module ``squall._speedups``, or ``None`` when it was
+    not built (no compiler at install time) or ``SQUALL_NO_SPEEDUPS`` is set
+    to a non-empty value other than ``0`` in the environment."""
+    if os.environ.get("SQUALL_NO_SPEEDUPS", "0") not in ("", "0"):
+        return None
+    try:
+        from squall import _speedups
+    except ImportError:
+        return None
+    return _speedups
+
+
+# Every module with a C version of a function takes it from here.
+_speedups = _load_speedups()
 
 __all__ = [
     "ArgReplacer",
